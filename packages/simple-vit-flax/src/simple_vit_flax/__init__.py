@@ -1,0 +1,11 @@
+"""simple-vit-flax: SimpleViT ("Better plain ViT baselines") in JAX/Flax, with parity to vit-pytorch."""
+
+from importlib.metadata import version
+
+from vit_layers_flax import load_torch_state_dict
+
+from simple_vit_flax.convert import from_vit_pytorch
+from simple_vit_flax.simple_vit import SimpleViT
+
+__version__ = version("simple-vit-flax")
+__all__ = ["SimpleViT", "from_vit_pytorch", "load_torch_state_dict"]

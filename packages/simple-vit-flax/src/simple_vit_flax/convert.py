@@ -1,0 +1,32 @@
+"""Convert vit-pytorch ``simple_vit.SimpleViT`` weights into :class:`SimpleViT` variables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from vit_layers_flax import StateDict, finalize, pair, patch_embedding_params, transformer_params
+
+from simple_vit_flax.simple_vit import SimpleViT
+
+
+def from_vit_pytorch(state_dict: Mapping[str, Any], model: SimpleViT) -> dict[str, Any]:
+    """``torch_simple_vit.state_dict()`` -> the variables dict for ``model.apply``.
+
+    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
+    ``model`` is the :class:`SimpleViT` with the same hyperparameters. Raises
+    :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing,
+    unexpected and mis-shaped entries.
+    """
+    sd = StateDict(state_dict)
+    params = {
+        "to_patch_embedding": patch_embedding_params(sd, "to_patch_embedding"),
+        # SimpleViT's attention output is a bare bias-free Linear; its FeedForward has
+        # no dropout layers, so the second Linear is net.3.
+        "transformer": transformer_params(sd, "transformer", model.depth, to_out="to_out", out_bias=False, fc2_index=3),
+        "linear_head": sd.linear("linear_head"),
+    }
+    sample = jax.ShapeDtypeStruct((1, *pair(model.image_size), model.channels), jnp.float32)
+    return finalize(sd, {"params": params}, model, sample)

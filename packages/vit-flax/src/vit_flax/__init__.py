@@ -1,0 +1,11 @@
+"""vit-flax: the Vision Transformer (ViT) in JAX/Flax, with parity to vit-pytorch."""
+
+from importlib.metadata import version
+
+from vit_layers_flax import load_torch_state_dict
+
+from vit_flax.convert import from_vit_pytorch
+from vit_flax.vit import ViT
+
+__version__ = version("vit-flax")
+__all__ = ["ViT", "from_vit_pytorch", "load_torch_state_dict"]

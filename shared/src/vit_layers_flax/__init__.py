@@ -1,0 +1,58 @@
+"""vit-layers-flax: the layers the vit-flax model packages share.
+
+Patch embedding, pre-norm attention and feed-forward blocks, the transformer stack,
+channel LayerNorm, sin-cos position embedding, depthwise/PEG convolutions, stochastic
+layer dropping, input validation and the vit-pytorch weight-conversion helpers. The
+contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
+"""
+
+from vit_layers_flax.attention import Attention, apply_attention, attention_weights
+from vit_layers_flax.checkpoint import load_torch_state_dict
+from vit_layers_flax.conversion import (
+    ConversionError,
+    StateDict,
+    attention_params,
+    feed_forward_params,
+    finalize,
+    patch_embedding_params,
+    transformer_params,
+)
+from vit_layers_flax.convolution import PEG, DepthwiseConv2d
+from vit_layers_flax.feed_forward import FeedForward
+from vit_layers_flax.layer_drop import layer_keep_mask
+from vit_layers_flax.layer_norm import ChanLayerNorm, LayerNorm
+from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
+from vit_layers_flax.position_embedding import posemb_sincos_2d
+from vit_layers_flax.transformer import Transformer, TransformerBlock
+from vit_layers_flax.validation import cast_tuple, check_config, check_images, pair
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PEG",
+    "Attention",
+    "ChanLayerNorm",
+    "ConversionError",
+    "DepthwiseConv2d",
+    "FeedForward",
+    "LayerNorm",
+    "PatchEmbedding",
+    "StateDict",
+    "Transformer",
+    "TransformerBlock",
+    "apply_attention",
+    "attention_params",
+    "attention_weights",
+    "cast_tuple",
+    "check_config",
+    "check_images",
+    "feed_forward_params",
+    "finalize",
+    "layer_keep_mask",
+    "load_torch_state_dict",
+    "pair",
+    "patch_embedding_params",
+    "patchify",
+    "posemb_sincos_2d",
+    "transformer_params",
+]

@@ -1,0 +1,77 @@
+"""Multi-head self-attention, pre-norm, as vit-pytorch's ``Attention``."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+
+from vit_layers_flax.layer_norm import LayerNorm
+from vit_layers_flax.typing import Array, Dtype
+
+
+def attention_weights(q: Array, k: Array, scale: float | None = None) -> Array:
+    """Softmax attention weights, computed in float32.
+
+    ``q: (batch, q_len, heads, dim_head)``, ``k: (batch, kv_len, heads, dim_head)``
+    ``-> (batch, heads, q_len, kv_len)`` in float32. Used where the weights themselves
+    are needed (attention dropout, re-attention, talking heads).
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    return jax.nn.softmax(logits * scale, axis=-1)
+
+
+def apply_attention(weights: Array, v: Array) -> Array:
+    """``weights: (batch, heads, q_len, kv_len)``, ``v: (batch, kv_len, heads, dim_head)``
+    ``-> (batch, q_len, heads, dim_head)`` in ``v``'s dtype."""
+    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+
+
+class Attention(nn.Module):
+    """Pre-norm multi-head self-attention.
+
+    ``(batch, tokens, dim) -> (batch, tokens, dim)``.
+
+    Parameters mirror the reference: ``norm``, ``to_qkv`` (no bias) and ``to_out``.
+    ``to_out`` is absent when ``heads == 1 and dim_head == dim`` unless
+    ``project_out`` says otherwise. In evaluation (or with ``dropout == 0``) the
+    attention runs through :func:`jax.nn.dot_product_attention`, which picks a fused
+    kernel where the backend has one (``implementation``: ``None`` for XLA's choice,
+    ``'xla'`` or ``'cudnn'``); attention-weight dropout in training needs the weights,
+    so it takes the explicit einsum path.
+    """
+
+    dim: int
+    heads: int = 8
+    dim_head: int = 64
+    dropout: float = 0.0
+    project_out: bool | None = None
+    out_bias: bool = True
+    implementation: str | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @property
+    def projects_out(self) -> bool:
+        if self.project_out is not None:
+            return self.project_out
+        return not (self.heads == 1 and self.dim_head == self.dim)
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
+        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = LayerNorm(name="norm", **dense)(x)
+        qkv = nn.Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
+        q, k, v = rearrange(qkv, "b n (three h d) -> three b n h d", three=3, h=self.heads)
+        if train and self.dropout > 0:
+            weights = nn.Dropout(self.dropout)(attention_weights(q, k), deterministic=False)
+            out = apply_attention(weights, v)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+        out = rearrange(out, "b n h d -> b n (h d)")
+        if not self.projects_out:
+            return out
+        out = nn.Dense(self.dim, use_bias=self.out_bias, name="to_out", **dense)(out)
+        return nn.Dropout(self.dropout)(out, deterministic=not train)

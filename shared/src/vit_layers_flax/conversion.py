@@ -1,0 +1,193 @@
+"""Helpers for converting a vit-pytorch ``state_dict`` into Flax variables.
+
+A package's ``from_vit_pytorch`` reads the reference's keys through a
+:class:`StateDict`, builds the nested variables dict with the small per-layer helpers
+below, and hands it to :func:`finalize`, which checks it against the module's own
+variable shapes and reports every missing, unexpected or mis-shaped entry at once.
+Torch is never imported: tensors are turned into numpy through their own methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+#: Buffers torch keeps that carry no information for inference.
+IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor, numpy array or array-like as a numpy array (float32 for bf16/fp16)."""
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()
+        value = value.numpy()
+    return np.asarray(value)
+
+
+class ConversionError(ValueError):
+    """The state_dict does not fit the Flax module."""
+
+
+class StateDict:
+    """A read-tracking view of a torch ``state_dict`` as numpy arrays.
+
+    Indexing a key marks it used; :meth:`unused` lists what no converter read, so a
+    converter that forgets a weight fails loudly instead of leaving an initial value.
+    """
+
+    def __init__(self, state_dict: Mapping[str, Any]):
+        self._arrays = {k: to_numpy(v) for k, v in state_dict.items()}
+        self._used: set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._arrays
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._arrays:
+            near = sorted(k for k in self._arrays if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0])
+            hint = f"; keys with that prefix: {near}" if near else ""
+            raise ConversionError(f"the state_dict has no key {key!r}{hint}")
+        self._used.add(key)
+        return self._arrays[key]
+
+    def unused(self) -> list[str]:
+        return sorted(
+            k for k in self._arrays if k not in self._used and not k.endswith(IGNORED_SUFFIXES)
+        )
+
+    # per-layer helpers -------------------------------------------------------------
+
+    def linear(self, prefix: str, bias: bool = True) -> dict[str, np.ndarray]:
+        """``nn.Linear`` ``(out, in)`` weight -> ``nn.Dense`` ``(in, out)`` kernel."""
+        out = {"kernel": self[f"{prefix}.weight"].T}
+        if bias:
+            out["bias"] = self[f"{prefix}.bias"]
+        return out
+
+    def layer_norm(self, prefix: str) -> dict[str, np.ndarray]:
+        """``nn.LayerNorm`` weight/bias -> ``scale``/``bias``."""
+        return {"scale": self[f"{prefix}.weight"], "bias": self[f"{prefix}.bias"]}
+
+    def chan_layer_norm(self, prefix: str) -> dict[str, np.ndarray]:
+        """The reference's channel LayerNorm ``g``/``b`` ``(1, C, 1, 1)`` -> ``(C,)``."""
+        return {"g": self[f"{prefix}.g"].reshape(-1), "b": self[f"{prefix}.b"].reshape(-1)}
+
+    def conv2d(self, prefix: str, bias: bool = True) -> dict[str, np.ndarray]:
+        """``nn.Conv2d`` ``(O, I/groups, kh, kw)`` weight -> ``nn.Conv`` ``(kh, kw, I/groups, O)``."""
+        out = {"kernel": self[f"{prefix}.weight"].transpose(2, 3, 1, 0)}
+        if bias:
+            out["bias"] = self[f"{prefix}.bias"]
+        return out
+
+    def batch_norm(self, prefix: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """``nn.BatchNorm*`` -> (``params`` {scale, bias}, ``batch_stats`` {mean, var})."""
+        params = {"scale": self[f"{prefix}.weight"], "bias": self[f"{prefix}.bias"]}
+        stats = {"mean": self[f"{prefix}.running_mean"], "var": self[f"{prefix}.running_var"]}
+        return params, stats
+
+
+def patch_embedding_params(sd: StateDict, prefix: str) -> dict[str, Any]:
+    """The reference's ``to_patch_embedding`` Sequential (Rearrange, LayerNorm, Linear,
+    LayerNorm) -> :class:`~vit_layers_flax.PatchEmbedding` params."""
+    return {
+        "patch_norm": sd.layer_norm(f"{prefix}.1"),
+        "proj": sd.linear(f"{prefix}.2"),
+        "norm": sd.layer_norm(f"{prefix}.3"),
+    }
+
+
+def attention_params(
+    sd: StateDict, prefix: str, *, to_out: str | None = "to_out.0", out_bias: bool = True
+) -> dict[str, Any]:
+    """vit-pytorch ``Attention`` -> :class:`~vit_layers_flax.Attention` params.
+
+    ``to_out`` is the name of the output Linear inside ``prefix`` (``'to_out.0'`` when it
+    is wrapped in a Sequential with dropout, ``'to_out'`` when bare), or ``None`` when the
+    reference has no output projection.
+    """
+    params = {"norm": sd.layer_norm(f"{prefix}.norm"), "to_qkv": sd.linear(f"{prefix}.to_qkv", bias=False)}
+    if to_out is not None:
+        params["to_out"] = sd.linear(f"{prefix}.{to_out}", bias=out_bias)
+    return params
+
+
+def feed_forward_params(sd: StateDict, prefix: str, *, fc2_index: int = 4) -> dict[str, Any]:
+    """vit-pytorch ``FeedForward`` (``net`` = LayerNorm, Linear, GELU, [Dropout,] Linear, ...)
+    -> :class:`~vit_layers_flax.FeedForward` params. ``fc2_index`` is the second Linear's
+    index in ``net`` (4 with dropout layers, 3 without)."""
+    return {
+        "norm": sd.layer_norm(f"{prefix}.net.0"),
+        "fc1": sd.linear(f"{prefix}.net.1"),
+        "fc2": sd.linear(f"{prefix}.net.{fc2_index}"),
+    }
+
+
+def transformer_params(
+    sd: StateDict,
+    prefix: str,
+    depth: int,
+    *,
+    to_out: str | None = "to_out.0",
+    out_bias: bool = True,
+    fc2_index: int = 4,
+    final_norm: bool = True,
+) -> dict[str, Any]:
+    """vit-pytorch ``Transformer`` (``layers.{i}.0`` attention, ``layers.{i}.1`` feed-forward,
+    then ``norm``) -> :class:`~vit_layers_flax.Transformer` params."""
+    params: dict[str, Any] = {
+        f"layers_{i}": {
+            "attn": attention_params(sd, f"{prefix}.layers.{i}.0", to_out=to_out, out_bias=out_bias),
+            "ff": feed_forward_params(sd, f"{prefix}.layers.{i}.1", fc2_index=fc2_index),
+        }
+        for i in range(depth)
+    }
+    if final_norm:
+        params["norm"] = sd.layer_norm(f"{prefix}.norm")
+    return params
+
+
+def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(tree)).items()}
+
+
+def finalize(
+    sd: StateDict,
+    variables: Mapping[str, Any],
+    model: nn.Module,
+    sample_input: jax.ShapeDtypeStruct | Iterable[jax.ShapeDtypeStruct],
+) -> dict[str, Any]:
+    """Check converted ``variables`` against ``model``'s own and return them as jax arrays.
+
+    Raises :class:`ConversionError` listing unread state_dict keys, variables the module
+    expects but the conversion did not produce, extra ones, and shape mismatches. Arrays
+    are cast to the dtype the module initialises them with (its ``param_dtype``).
+    """
+    inputs = (sample_input,) if isinstance(sample_input, jax.ShapeDtypeStruct) else tuple(sample_input)
+    expected = jax.eval_shape(lambda *xs: model.init(jax.random.key(0), *xs), *inputs)
+    got, want = _flat(variables), _flat(expected)
+    problems = []
+    if unused := sd.unused():
+        problems.append(f"unexpected state_dict keys (not read by the converter): {unused}")
+    if missing := sorted(set(want) - set(got)):
+        problems.append(f"variables missing from the conversion: {missing}")
+    if extra := sorted(set(got) - set(want)):
+        problems.append(f"converted variables the module does not have: {extra}")
+    for name in sorted(set(got) & set(want)):
+        if tuple(np.shape(got[name])) != tuple(want[name].shape):
+            problems.append(
+                f"{name}: expected shape {tuple(want[name].shape)}, converted {tuple(np.shape(got[name]))}"
+            )
+    if problems:
+        raise ConversionError(
+            f"state_dict does not match {type(model).__name__}: " + "; ".join(problems)
+        )
+    arrays = {k: jnp.asarray(v, dtype=want[k].dtype) for k, v in got.items()}
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in arrays.items()})

@@ -1,0 +1,32 @@
+"""Pre-norm MLP block, as vit-pytorch's ``FeedForward``."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vit_layers_flax.layer_norm import LayerNorm
+from vit_layers_flax.typing import Array, Dtype
+
+
+class FeedForward(nn.Module):
+    """``LayerNorm -> Dense(hidden_dim) -> GELU (exact) -> Dropout -> Dense(dim) -> Dropout``.
+
+    ``(batch, tokens, dim) -> (batch, tokens, dim)``; parameters ``norm``, ``fc1``, ``fc2``.
+    """
+
+    dim: int
+    hidden_dim: int
+    dropout: float = 0.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
+        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = LayerNorm(name="norm", **dense)(x)
+        x = nn.Dense(self.hidden_dim, name="fc1", **dense)(x)
+        x = nn.gelu(x, approximate=False)
+        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x = nn.Dense(self.dim, name="fc2", **dense)(x)
+        return nn.Dropout(self.dropout)(x, deterministic=not train)

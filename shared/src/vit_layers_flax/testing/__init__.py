@@ -1,0 +1,46 @@
+"""The shared contract test suite and parity helpers (needs pytest; parity needs torch).
+
+Usage in a model package's ``tests/test_contract.py``::
+
+    from vit_layers_flax.testing import ContractSuite, ModelCase
+    from vit_flax import ViT, from_vit_pytorch
+
+    class TestViT(ContractSuite):
+        model_cls = ViT
+        convert = staticmethod(from_vit_pytorch)
+        reference = ("vit", "ViT")
+        cases = [ModelCase("small", dict(image_size=32, ...), (2, 32, 32, 3)), ...]
+"""
+
+from vit_layers_flax.testing.contract import (
+    BF16_RTOL,
+    PARITY_RTOL,
+    Built,
+    ContractSuite,
+    ModelCase,
+    random_variables,
+    relative_error,
+)
+from vit_layers_flax.testing.readme import readme_python_blocks, run_readme_usage
+from vit_layers_flax.testing.reference import (
+    build_reference,
+    load_reference,
+    parameter_count,
+    reference_outputs,
+)
+
+__all__ = [
+    "BF16_RTOL",
+    "PARITY_RTOL",
+    "Built",
+    "ContractSuite",
+    "ModelCase",
+    "build_reference",
+    "load_reference",
+    "parameter_count",
+    "random_variables",
+    "readme_python_blocks",
+    "reference_outputs",
+    "relative_error",
+    "run_readme_usage",
+]

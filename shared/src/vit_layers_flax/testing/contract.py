@@ -1,0 +1,339 @@
+"""The contract every vit-flax model package meets, as one pytest suite.
+
+A package's test file subclasses :class:`ContractSuite` with its model class, its
+converter, the vit-pytorch file and class it ports, and a list of :class:`ModelCase`
+configurations. Tests marked ``parity`` need torch and vit-pytorch; the rest need only
+JAX. Each case's model is initialised and compiled once per test class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_layers_flax.conversion import ConversionError
+from vit_layers_flax.testing.reference import (
+    build_reference,
+    load_reference,
+    parameter_count,
+    reference_outputs,
+)
+
+#: float32 eval logits must agree with vit-pytorch to this relative error
+#: (max absolute difference over the largest reference magnitude).
+PARITY_RTOL = 1e-4
+#: a bfloat16-compute forward must stay this close (same measure) to float32.
+BF16_RTOL = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCase:
+    """One model configuration for the contract suite.
+
+    Attributes:
+      id: short name shown in test ids.
+      kwargs: constructor keywords of the Flax model.
+      input_shape: NHWC shape of the test batch.
+      reference_kwargs: constructor keywords of the vit-pytorch model; ``None`` means the
+        same as ``kwargs``.
+      output_shape: expected output shape (a tuple of shapes for several outputs);
+        ``None`` means ``(batch, kwargs['num_classes'])``.
+      bad_spatial: ``(height, width)`` sizes the model must reject; ``None`` means
+        ``[(H + 1, W)]``.
+      seed_config: the seed's full-size configuration: only parity and the parameter
+        count run on it (the other checks run on the small cases).
+    """
+
+    id: str
+    kwargs: Mapping[str, Any]
+    input_shape: tuple[int, int, int, int]
+    reference_kwargs: Mapping[str, Any] | None = None
+    output_shape: Any = None
+    bad_spatial: Sequence[tuple[int, int]] | None = None
+    seed_config: bool = False
+
+    @property
+    def torch_kwargs(self) -> Mapping[str, Any]:
+        return self.kwargs if self.reference_kwargs is None else self.reference_kwargs
+
+    @property
+    def has_dropout(self) -> bool:
+        return any("dropout" in k and v for k, v in self.kwargs.items())
+
+    def expected_output_shapes(self) -> list[tuple[int, ...]]:
+        if self.output_shape is None:
+            return [(self.input_shape[0], self.kwargs["num_classes"])]
+        shapes = self.output_shape
+        return [tuple(s) for s in shapes] if isinstance(shapes[0], (tuple, list)) else [tuple(shapes)]
+
+    def invalid_shapes(self) -> list[tuple[int, ...]]:
+        b, h, w, c = self.input_shape
+        shapes = [(h, w, c), (b, h, w, c + 1)]
+        if c not in (h, w):  # an NCHW batch is only distinguishable when C differs from H, W
+            shapes.append((b, c, h, w))
+        spatial = [(h + 1, w)] if self.bad_spatial is None else self.bad_spatial
+        shapes += [(b, sh, sw, c) for sh, sw in spatial]
+        return shapes
+
+
+def _leaves(out) -> list[jax.Array]:
+    return jax.tree_util.tree_leaves(out)
+
+
+def relative_error(actual, desired) -> float:
+    """``max |actual - desired| / max |desired|`` over all output leaves."""
+    actual = [np.asarray(a, np.float64) for a in _leaves(actual)]
+    desired = [np.asarray(d, np.float64) for d in _leaves(desired)]
+    assert [a.shape for a in actual] == [d.shape for d in desired]
+    diff = max(float(np.max(np.abs(a - d))) for a, d in zip(actual, desired))
+    scale = max(float(np.max(np.abs(d))) for d in desired)
+    return diff / max(scale, 1e-30)
+
+
+#: leaves that multiply (norm scales, running variances) are drawn around 1, others around 0.
+_AROUND_ONE = ("scale", "g", "var")
+
+
+def random_variables(model, images, seed: int = 0, scale: float = 0.05):
+    """Variables with ``model.init``'s structure, shapes and dtypes, filled on the host.
+
+    Norm scales and running variances are ``1 + scale * N(0, 1)``, everything else
+    ``scale * N(0, 1)``, so no test rests on an initial value (zero biases, unit norms,
+    zero-initialised branches). Nothing is compiled: the structure comes from
+    ``jax.eval_shape``, the values from numpy.
+    """
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = getattr(path[-1], "key", "")
+        value = scale * rng.standard_normal(leaf.shape) + (1.0 if name in _AROUND_ONE else 0.0)
+        return jnp.asarray(value, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@dataclasses.dataclass
+class Built:
+    """A case's Flax model, its input batch, (perturbed) variables and one jitted forward.
+
+    Calling it runs ``model.apply`` through a single ``jax.jit`` (compiled once per
+    ``train`` value, shared by all tests of the case); ``traces`` records each trace.
+    """
+
+    case: ModelCase
+    model: Any
+    images: np.ndarray
+    variables: Any
+    train_kwargs: Mapping[str, Any]
+    traces: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        self._jitted = jax.jit(self._forward, static_argnames="train")
+
+    def _forward(self, variables, images, rng, train=False):
+        self.traces.append(train)
+        kwargs = self.train_kwargs if train else {}
+        result = self.model.apply(variables, images, train=train, rngs={"dropout": rng}, **kwargs)
+        if kwargs.get("mutable"):
+            result = result[0]  # (outputs, updated collections)
+        return result
+
+    def __call__(self, rng=None, train: bool = False, images=None):
+        return self._jitted(
+            self.variables,
+            self.images if images is None else images,
+            jax.random.key(0) if rng is None else rng,
+            train=train,
+        )
+
+
+def _report(record: dict) -> None:
+    path = os.environ.get("VIT_FLAX_PARITY_REPORT")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _case_fixture(cases: Sequence[ModelCase]):
+    def fixture(cls, request):
+        return request.param
+
+    # One xdist group per case: under ``pytest -n N --dist loadgroup`` a case's model is
+    # built and compiled on one worker only, while different cases run in parallel.
+    params = [pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(c.id)) for c in cases]
+    return pytest.fixture(scope="class", params=params)(classmethod(fixture))
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+class ContractSuite:
+    """Subclass with ``model_cls``, ``convert``, ``reference`` and ``cases`` set.
+
+    ``cases`` must hold the seed configuration (``seed_config=True``: parity and the
+    parameter count only) and small configurations (the whole contract).
+    """
+
+    model_cls: ClassVar[type]
+    #: ``from_vit_pytorch(state_dict, model) -> variables`` (wrap in ``staticmethod``).
+    convert: ClassVar[Callable[..., Any]]
+    #: the vit-pytorch module file and class name, e.g. ``("vit", "ViT")``.
+    reference: ClassVar[tuple[str, str]]
+    cases: ClassVar[Sequence[ModelCase]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.cases:
+            small = [c for c in cls.cases if not c.seed_config]
+            assert small, f"{cls.__name__} needs small cases besides the seed configuration"
+            assert any(c.seed_config for c in cls.cases), f"{cls.__name__} needs its seed configuration"
+            cls.case = _case_fixture(small)
+            cls.eager_case = _case_fixture(small[:1])
+            cls.parity_case = _case_fixture(cls.cases)
+
+    @classmethod
+    def build(cls, case: ModelCase, **overrides):
+        """The Flax model of ``case`` (``overrides`` such as ``dtype`` added)."""
+        return cls.model_cls(**{**case.kwargs, **overrides})
+
+    @classmethod
+    def train_apply_kwargs(cls) -> dict:
+        """Extra ``apply`` keywords for train mode (BatchNorm models add ``mutable``)."""
+        return {}
+
+    # fixtures ----------------------------------------------------------------------
+
+    @classmethod
+    def make_built(cls, case: ModelCase) -> Built:
+        model = cls.build(case)
+        images = np.asarray(jax.random.normal(jax.random.key(42), case.input_shape, jnp.float32))
+        return Built(case, model, images, random_variables(model, images), cls.train_apply_kwargs())
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def built(cls, case) -> Built:
+        return cls.make_built(case)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def reference_model(cls, parity_case):
+        module, name = cls.reference
+        return build_reference(module, name, parity_case.torch_kwargs)
+
+    # the contract -------------------------------------------------------------------
+
+    def test_output_shape_and_finite(self, built):
+        out = built()
+        assert [o.shape for o in _leaves(out)] == built.case.expected_output_shapes()
+        assert all(bool(jnp.isfinite(o).all()) for o in _leaves(out))
+
+    def test_jit_matches_eager(self, eager_case):
+        """Eager (op-by-op) execution is slow to start, so it runs on the first small case."""
+        built = self.make_built(eager_case)
+        with jax.disable_jit():
+            eager = built.model.apply(built.variables, built.images)
+        assert relative_error(built(), eager) < 1e-5
+
+    def test_traces_once_per_shape(self, built):
+        built(), built(images=built.images + 1.0), built(rng=jax.random.key(5))
+        assert built.traces.count(False) == 1
+
+    def test_every_parameter_gets_a_gradient(self, built):
+        def loss(params):
+            out = built.model.apply({**built.variables, "params": params}, built.images)
+            return sum(jnp.sum(jnp.sin(o.astype(jnp.float32))) for o in _leaves(out))
+
+        grads = jax.jit(jax.grad(loss))(built.variables["params"])
+        flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+        dead = [jax.tree_util.keystr(p) for p, g in flat if g.size and not bool(jnp.any(g != 0))]
+        assert not dead, f"parameters with an all-zero gradient: {dead}"
+        assert all(bool(jnp.isfinite(g).all()) for _, g in flat)
+
+    def test_eval_is_deterministic(self, built):
+        assert _same(built(rng=jax.random.key(1)), built(rng=jax.random.key(2)))
+
+    def test_train_mode_dropout(self, built):
+        """With dropout, train mode depends on (only) the 'dropout' rng; without, it is eval."""
+        a1 = built(rng=jax.random.key(1), train=True)
+        a2 = built(rng=jax.random.key(1), train=True)
+        b = built(rng=jax.random.key(2), train=True)
+        assert _same(a1, a2), "train mode is not a function of the 'dropout' rng"
+        if built.case.has_dropout:
+            assert not _same(a1, b), "train-mode dropout ignores the 'dropout' rng"
+        else:
+            assert _same(a1, b), "train mode is random although the configuration has no dropout"
+
+    def test_bfloat16_compute(self, built):
+        model = self.build(built.case, dtype=jnp.bfloat16)
+        out = jax.jit(model.apply)(built.variables, built.images)
+        for o in _leaves(out):
+            assert o.dtype == jnp.bfloat16, f"output dtype {o.dtype} with dtype=bfloat16"
+            assert bool(jnp.isfinite(o.astype(jnp.float32)).all())
+        assert relative_error(out, built()) < BF16_RTOL
+
+    def test_param_dtype(self, built):
+        model = self.build(built.case, param_dtype=jnp.bfloat16)
+        shapes = jax.eval_shape(model.init, jax.random.key(0), built.images)
+        dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(shapes["params"])}
+        assert dtypes == {jnp.dtype(jnp.bfloat16)}
+
+    def test_malformed_input_raises_at_trace_time(self, built):
+        for shape in built.case.invalid_shapes():
+            bad = jax.ShapeDtypeStruct(shape, jnp.float32)
+            with pytest.raises(ValueError) as info:
+                jax.eval_shape(built.model.apply, built.variables, bad)
+            message = str(info.value)
+            assert str(tuple(shape)) in message and "expected" in message, message
+
+    # parity with vit-pytorch -----------------------------------------------------------
+
+    @pytest.mark.parity
+    def test_converter_rejects_mismatched_state_dict(self, built):
+        good = self._zeros_state_dict(built.case)
+        first = next(iter(good))
+        missing = {k: v for k, v in good.items() if k != first}
+        extra = {**good, "unexpected.weight": np.zeros(3, np.float32)}
+        reshaped = {**good, first: np.zeros(good[first].shape + (2,), np.float32)}
+        self.convert(good, built.model)  # the well-formed one converts
+        for bad, needle in ((missing, re.escape(first)), (extra, r"unexpected\.weight"), (reshaped, "shape")):
+            with pytest.raises(ConversionError, match=needle):
+                self.convert(bad, built.model)
+
+    def _zeros_state_dict(self, case: ModelCase) -> dict[str, np.ndarray]:
+        """A state_dict with the reference's keys and shapes (built on torch's meta device)."""
+        import torch
+
+        module, cls = self.reference
+        with torch.device("meta"):
+            model = getattr(load_reference(module), cls)(**case.torch_kwargs)
+        return {k: np.zeros(tuple(v.shape), np.float32) for k, v in model.state_dict().items()}
+
+    @pytest.mark.parity
+    def test_parameter_count_matches_reference(self, parity_case, reference_model):
+        model = self.build(parity_case)
+        images = jax.ShapeDtypeStruct(parity_case.input_shape, jnp.float32)
+        shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+        ours = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(shapes["params"]))
+        assert ours == parameter_count(reference_model)
+
+    @pytest.mark.parity
+    def test_logits_match_reference(self, parity_case, reference_model):
+        model = self.build(parity_case)
+        variables = self.convert(reference_model.state_dict(), model)
+        images = np.asarray(jax.random.normal(jax.random.key(7), parity_case.input_shape, jnp.float32))
+        ours = jax.jit(model.apply)(variables, images)
+        theirs = reference_outputs(reference_model, images)
+        error = relative_error(ours, theirs)
+        _report({"suite": type(self).__name__, "case": parity_case.id, "relative_error": error})
+        assert error <= PARITY_RTOL, f"relative error {error:.3g} > {PARITY_RTOL}"

@@ -1,0 +1,85 @@
+"""Input and configuration checks with one message format.
+
+Every model validates its input once, at the top of ``__call__``, with
+:func:`check_images`. The checks read only static shapes, so they raise at trace
+time (under ``jax.jit``, ``jax.eval_shape`` or ``init``) and cost nothing at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def pair(value: T | tuple[T, T]) -> tuple[T, T]:
+    """``7 -> (7, 7)``; a 2-tuple is returned unchanged (vit-pytorch's ``pair``)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"expected an int or a pair of ints, received {value!r}")
+        return tuple(value)  # type: ignore[return-value]
+    return (value, value)
+
+
+def cast_tuple(value: T | Sequence[T], length: int) -> tuple[T, ...]:
+    """Broadcast a scalar to a tuple of ``length``; a sequence must already have it."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != length:
+            raise ValueError(f"expected {length} values, received {len(value)}: {value!r}")
+        return tuple(value)
+    return (value,) * length
+
+
+def check_config(condition: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` for an invalid model configuration."""
+    if not condition:
+        raise ValueError(message)
+
+
+def _fmt(dims: Sequence[object]) -> str:
+    return "(" + ", ".join(str(d) for d in dims) + ")"
+
+
+def check_images(
+    images,
+    *,
+    channels: int,
+    image_size: tuple[int, int] | None = None,
+    multiple_of: tuple[int, int] | None = None,
+    name: str = "model",
+) -> tuple[int, int, int, int]:
+    """Check that ``images`` is an NHWC batch this model can take; return its shape.
+
+    Args:
+      images: the array (or ``jax.ShapeDtypeStruct``) given to the model.
+      channels: the configured number of channels (last axis).
+      image_size: ``(height, width)`` the model is fixed to (position embeddings),
+        or ``None`` when any size is accepted.
+      multiple_of: ``(ph, pw)`` the height and width must be divisible by, or ``None``.
+      name: the model's name, used in the message.
+
+    Raises:
+      ValueError: naming the expected and the received shape.
+    """
+    shape = tuple(images.shape)
+    height, width = image_size if image_size is not None else ("height", "width")
+    expected = _fmt(("batch", height, width, channels))
+
+    def fail(reason: str) -> None:
+        raise ValueError(
+            f"{name}: expected images of shape {expected} (NHWC), received shape {shape}: {reason}"
+        )
+
+    if len(shape) != 4:
+        fail(f"rank {len(shape)} instead of 4 (a batch axis is required)")
+    if shape[-1] != channels:
+        hint = ""
+        if shape[1] == channels:
+            hint = "; this looks channels-first (NCHW), transpose it with x.transpose(0, 2, 3, 1)"
+        fail(f"{shape[-1]} channels on the last axis instead of {channels}{hint}")
+    if image_size is not None and tuple(shape[1:3]) != tuple(image_size):
+        fail(f"spatial size {_fmt(shape[1:3])} instead of the configured {_fmt(image_size)}")
+    if multiple_of is not None and (shape[1] % multiple_of[0] or shape[2] % multiple_of[1]):
+        fail(f"spatial size {_fmt(shape[1:3])} is not divisible by {_fmt(multiple_of)}")
+    return shape  # type: ignore[return-value]
