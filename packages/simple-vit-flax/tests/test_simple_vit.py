@@ -2,9 +2,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vit_layers_flax.testing import ContractSuite, ModelCase, load_reference, run_readme_usage
-
 from simple_vit_flax import SimpleViT, from_vit_pytorch
+
+from vit_layers_flax.testing import ContractSuite, ModelCase, load_reference, run_readme_usage
 
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, dim_head=16, mlp_dim=128)
 
@@ -24,7 +24,17 @@ CASES = [
     ModelCase(
         # heads == 1 and dim_head == dim: unlike ViT, SimpleViT keeps its output projection
         "one-head-5ch",
-        dict(image_size=24, patch_size=6, num_classes=5, dim=32, depth=2, heads=1, dim_head=32, mlp_dim=64, channels=5),
+        dict(
+            image_size=24,
+            patch_size=6,
+            num_classes=5,
+            dim=32,
+            depth=2,
+            heads=1,
+            dim_head=32,
+            mlp_dim=64,
+            channels=5,
+        ),
         (3, 24, 24, 5),
     ),
 ]

@@ -4,17 +4,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from vit_layers_flax.testing import ContractSuite, ModelCase, run_readme_usage
-
 from vit_flax import ViT, from_vit_pytorch
+
+from vit_layers_flax.testing import ContractSuite, ModelCase, run_readme_usage
 
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, dim_head=16, mlp_dim=128)
 
 CASES = [
     ModelCase(
         "seed",
-        dict(image_size=256, patch_size=32, num_classes=1000, dim=1024, depth=6, heads=16,
-             mlp_dim=2048, dropout=0.1, emb_dropout=0.1),
+        dict(
+            image_size=256,
+            patch_size=32,
+            num_classes=1000,
+            dim=1024,
+            depth=6,
+            heads=16,
+            mlp_dim=2048,
+            dropout=0.1,
+            emb_dropout=0.1,
+        ),
         (1, 256, 256, 3),
         seed_config=True,
     ),
@@ -31,8 +40,17 @@ CASES = [
     ),
     ModelCase(
         "one-head-no-out-proj-4ch",
-        dict(image_size=24, patch_size=6, num_classes=5, dim=32, depth=2, heads=1, dim_head=32,
-             mlp_dim=64, channels=4),
+        dict(
+            image_size=24,
+            patch_size=6,
+            num_classes=5,
+            dim=32,
+            depth=2,
+            heads=1,
+            dim_head=32,
+            mlp_dim=64,
+            channels=4,
+        ),
         (3, 24, 24, 4),
     ),
     ModelCase(
@@ -78,7 +96,7 @@ def test_remat_gives_the_same_outputs_and_gradients():
     np.testing.assert_allclose(
         jax.jit(model.apply)(variables, x), jax.jit(remat.apply)(variables, x), rtol=1e-6, atol=1e-6
     )
-    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

@@ -17,7 +17,7 @@ from vit_layers_flax.conversion import (
     patch_embedding_params,
     transformer_params,
 )
-from vit_layers_flax.convolution import PEG, DepthwiseConv2d
+from vit_layers_flax.convolution import PEG, depthwise_conv
 from vit_layers_flax.feed_forward import FeedForward
 from vit_layers_flax.layer_drop import layer_keep_mask
 from vit_layers_flax.layer_norm import ChanLayerNorm, LayerNorm
@@ -33,7 +33,6 @@ __all__ = [
     "Attention",
     "ChanLayerNorm",
     "ConversionError",
-    "DepthwiseConv2d",
     "FeedForward",
     "LayerNorm",
     "PatchEmbedding",
@@ -46,6 +45,7 @@ __all__ = [
     "cast_tuple",
     "check_config",
     "check_images",
+    "depthwise_conv",
     "feed_forward_params",
     "finalize",
     "layer_keep_mask",

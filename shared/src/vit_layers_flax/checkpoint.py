@@ -29,9 +29,7 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "reading a torch checkpoint needs torch; or save it as .safetensors"
-        ) from err
+        raise ImportError("reading a torch checkpoint needs torch; or save it as .safetensors") from err
     obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):

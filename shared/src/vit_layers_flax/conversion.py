@@ -32,6 +32,11 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def _join(prefix: str, name: str) -> str:
+    """``'a.b' + 'weight' -> 'a.b.weight'``; an empty prefix means the module is the root."""
+    return f"{prefix}.{name}" if prefix else name
+
+
 class ConversionError(ValueError):
     """The state_dict does not fit the Flax module."""
 
@@ -59,38 +64,36 @@ class StateDict:
         return self._arrays[key]
 
     def unused(self) -> list[str]:
-        return sorted(
-            k for k in self._arrays if k not in self._used and not k.endswith(IGNORED_SUFFIXES)
-        )
+        return sorted(k for k in self._arrays if k not in self._used and not k.endswith(IGNORED_SUFFIXES))
 
     # per-layer helpers -------------------------------------------------------------
 
     def linear(self, prefix: str, bias: bool = True) -> dict[str, np.ndarray]:
         """``nn.Linear`` ``(out, in)`` weight -> ``nn.Dense`` ``(in, out)`` kernel."""
-        out = {"kernel": self[f"{prefix}.weight"].T}
+        out = {"kernel": self[_join(prefix, "weight")].T}
         if bias:
-            out["bias"] = self[f"{prefix}.bias"]
+            out["bias"] = self[_join(prefix, "bias")]
         return out
 
     def layer_norm(self, prefix: str) -> dict[str, np.ndarray]:
         """``nn.LayerNorm`` weight/bias -> ``scale``/``bias``."""
-        return {"scale": self[f"{prefix}.weight"], "bias": self[f"{prefix}.bias"]}
+        return {"scale": self[_join(prefix, "weight")], "bias": self[_join(prefix, "bias")]}
 
     def chan_layer_norm(self, prefix: str) -> dict[str, np.ndarray]:
         """The reference's channel LayerNorm ``g``/``b`` ``(1, C, 1, 1)`` -> ``(C,)``."""
-        return {"g": self[f"{prefix}.g"].reshape(-1), "b": self[f"{prefix}.b"].reshape(-1)}
+        return {"g": self[_join(prefix, "g")].reshape(-1), "b": self[_join(prefix, "b")].reshape(-1)}
 
     def conv2d(self, prefix: str, bias: bool = True) -> dict[str, np.ndarray]:
         """``nn.Conv2d`` ``(O, I/groups, kh, kw)`` weight -> ``nn.Conv`` ``(kh, kw, I/groups, O)``."""
-        out = {"kernel": self[f"{prefix}.weight"].transpose(2, 3, 1, 0)}
+        out = {"kernel": self[_join(prefix, "weight")].transpose(2, 3, 1, 0)}
         if bias:
-            out["bias"] = self[f"{prefix}.bias"]
+            out["bias"] = self[_join(prefix, "bias")]
         return out
 
     def batch_norm(self, prefix: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """``nn.BatchNorm*`` -> (``params`` {scale, bias}, ``batch_stats`` {mean, var})."""
-        params = {"scale": self[f"{prefix}.weight"], "bias": self[f"{prefix}.bias"]}
-        stats = {"mean": self[f"{prefix}.running_mean"], "var": self[f"{prefix}.running_var"]}
+        params = {"scale": self[_join(prefix, "weight")], "bias": self[_join(prefix, "bias")]}
+        stats = {"mean": self[_join(prefix, "running_mean")], "var": self[_join(prefix, "running_var")]}
         return params, stats
 
 
@@ -98,9 +101,9 @@ def patch_embedding_params(sd: StateDict, prefix: str) -> dict[str, Any]:
     """The reference's ``to_patch_embedding`` Sequential (Rearrange, LayerNorm, Linear,
     LayerNorm) -> :class:`~vit_layers_flax.PatchEmbedding` params."""
     return {
-        "patch_norm": sd.layer_norm(f"{prefix}.1"),
-        "proj": sd.linear(f"{prefix}.2"),
-        "norm": sd.layer_norm(f"{prefix}.3"),
+        "patch_norm": sd.layer_norm(_join(prefix, "1")),
+        "proj": sd.linear(_join(prefix, "2")),
+        "norm": sd.layer_norm(_join(prefix, "3")),
     }
 
 
@@ -113,9 +116,12 @@ def attention_params(
     is wrapped in a Sequential with dropout, ``'to_out'`` when bare), or ``None`` when the
     reference has no output projection.
     """
-    params = {"norm": sd.layer_norm(f"{prefix}.norm"), "to_qkv": sd.linear(f"{prefix}.to_qkv", bias=False)}
+    params = {
+        "norm": sd.layer_norm(_join(prefix, "norm")),
+        "to_qkv": sd.linear(_join(prefix, "to_qkv"), bias=False),
+    }
     if to_out is not None:
-        params["to_out"] = sd.linear(f"{prefix}.{to_out}", bias=out_bias)
+        params["to_out"] = sd.linear(_join(prefix, f"{to_out}"), bias=out_bias)
     return params
 
 
@@ -124,9 +130,9 @@ def feed_forward_params(sd: StateDict, prefix: str, *, fc2_index: int = 4) -> di
     -> :class:`~vit_layers_flax.FeedForward` params. ``fc2_index`` is the second Linear's
     index in ``net`` (4 with dropout layers, 3 without)."""
     return {
-        "norm": sd.layer_norm(f"{prefix}.net.0"),
-        "fc1": sd.linear(f"{prefix}.net.1"),
-        "fc2": sd.linear(f"{prefix}.net.{fc2_index}"),
+        "norm": sd.layer_norm(_join(prefix, "net.0")),
+        "fc1": sd.linear(_join(prefix, "net.1")),
+        "fc2": sd.linear(_join(prefix, f"net.{fc2_index}")),
     }
 
 
@@ -144,13 +150,13 @@ def transformer_params(
     then ``norm``) -> :class:`~vit_layers_flax.Transformer` params."""
     params: dict[str, Any] = {
         f"layers_{i}": {
-            "attn": attention_params(sd, f"{prefix}.layers.{i}.0", to_out=to_out, out_bias=out_bias),
-            "ff": feed_forward_params(sd, f"{prefix}.layers.{i}.1", fc2_index=fc2_index),
+            "attn": attention_params(sd, _join(prefix, f"layers.{i}.0"), to_out=to_out, out_bias=out_bias),
+            "ff": feed_forward_params(sd, _join(prefix, f"layers.{i}.1"), fc2_index=fc2_index),
         }
         for i in range(depth)
     }
     if final_norm:
-        params["norm"] = sd.layer_norm(f"{prefix}.norm")
+        params["norm"] = sd.layer_norm(_join(prefix, "norm"))
     return params
 
 
@@ -186,8 +192,6 @@ def finalize(
                 f"{name}: expected shape {tuple(want[name].shape)}, converted {tuple(np.shape(got[name]))}"
             )
     if problems:
-        raise ConversionError(
-            f"state_dict does not match {type(model).__name__}: " + "; ".join(problems)
-        )
+        raise ConversionError(f"state_dict does not match {type(model).__name__}: " + "; ".join(problems))
     arrays = {k: jnp.asarray(v, dtype=want[k].dtype) for k, v in got.items()}
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in arrays.items()})

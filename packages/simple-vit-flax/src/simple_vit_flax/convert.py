@@ -7,9 +7,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from vit_layers_flax import StateDict, finalize, pair, patch_embedding_params, transformer_params
 
 from simple_vit_flax.simple_vit import SimpleViT
+from vit_layers_flax import StateDict, finalize, pair, patch_embedding_params, transformer_params
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: SimpleViT) -> dict[str, Any]:
@@ -25,7 +25,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: SimpleViT) -> dict[st
         "to_patch_embedding": patch_embedding_params(sd, "to_patch_embedding"),
         # SimpleViT's attention output is a bare bias-free Linear; its FeedForward has
         # no dropout layers, so the second Linear is net.3.
-        "transformer": transformer_params(sd, "transformer", model.depth, to_out="to_out", out_bias=False, fc2_index=3),
+        "transformer": transformer_params(
+            sd, "transformer", model.depth, to_out="to_out", out_bias=False, fc2_index=3
+        ),
         "linear_head": sd.linear("linear_head"),
     }
     sample = jax.ShapeDtypeStruct((1, *pair(model.image_size), model.channels), jnp.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+
 from vit_layers_flax import (
     PatchEmbedding,
     Transformer,
@@ -52,7 +53,9 @@ class SimpleViT(nn.Module):
             self.dim % 4 == 0 and self.dim >= 8,
             f"SimpleViT: dim must be a multiple of 4 and at least 8 for the sin-cos embedding, received {self.dim}",
         )
-        check_config(min(self.depth, self.heads, self.dim_head, self.mlp_dim) > 0, "SimpleViT: sizes must be positive")
+        check_config(
+            min(self.depth, self.heads, self.dim_head, self.mlp_dim) > 0, "SimpleViT: sizes must be positive"
+        )
         super().__post_init__()
 
     @nn.compact
@@ -71,7 +74,11 @@ class SimpleViT(nn.Module):
             self.mlp_dim,
             remat=self.remat,
             # SimpleViT always projects the attention output, without a bias.
-            attention_kwargs={"project_out": True, "out_bias": False, "implementation": self.attention_implementation},
+            attention_kwargs={
+                "project_out": True,
+                "out_bias": False,
+                "implementation": self.attention_implementation,
+            },
             name="transformer",
             **dtypes,
         )(x, train=train)

@@ -2,10 +2,9 @@
 
 from importlib.metadata import version
 
-from vit_layers_flax import load_torch_state_dict
-
 from vit_flax.convert import from_vit_pytorch
 from vit_flax.vit import ViT
+from vit_layers_flax import load_torch_state_dict
 
 __version__ = version("vit-flax")
 __all__ = ["ViT", "from_vit_pytorch", "load_torch_state_dict"]

@@ -7,9 +7,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from vit_layers_flax import StateDict, finalize, pair, patch_embedding_params, transformer_params
 
 from vit_flax.vit import ViT
+from vit_layers_flax import StateDict, finalize, pair, patch_embedding_params, transformer_params
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: ViT) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 from einops import repeat
+
 from vit_layers_flax import PatchEmbedding, Transformer, check_config, check_images, pair
 from vit_layers_flax.typing import Array, Dtype
 
@@ -47,8 +48,13 @@ class ViT(nn.Module):
             ih % ph == 0 and iw % pw == 0,
             f"ViT: image_size {(ih, iw)} must be divisible by patch_size {(ph, pw)}",
         )
-        check_config(self.pool in ("cls", "mean"), f"ViT: pool must be 'cls' or 'mean', received {self.pool!r}")
-        check_config(min(self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim) > 0, "ViT: sizes must be positive")
+        check_config(
+            self.pool in ("cls", "mean"), f"ViT: pool must be 'cls' or 'mean', received {self.pool!r}"
+        )
+        check_config(
+            min(self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim) > 0,
+            "ViT: sizes must be positive",
+        )
         super().__post_init__()
 
     @nn.compact
@@ -61,7 +67,9 @@ class ViT(nn.Module):
         num_cls_tokens = 1 if self.pool == "cls" else 0
         init = nn.initializers.normal(stddev=1.0)  # torch.randn
         cls_token = self.param("cls_token", init, (num_cls_tokens, self.dim), self.param_dtype)
-        pos_embedding = self.param("pos_embedding", init, (x.shape[1] + num_cls_tokens, self.dim), self.param_dtype)
+        pos_embedding = self.param(
+            "pos_embedding", init, (x.shape[1] + num_cls_tokens, self.dim), self.param_dtype
+        )
 
         cls_tokens = repeat(cls_token.astype(x.dtype), "n d -> b n d", b=batch)
         x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embedding.astype(x.dtype)

@@ -94,7 +94,7 @@ def relative_error(actual, desired) -> float:
     actual = [np.asarray(a, np.float64) for a in _leaves(actual)]
     desired = [np.asarray(d, np.float64) for d in _leaves(desired)]
     assert [a.shape for a in actual] == [d.shape for d in desired]
-    diff = max(float(np.max(np.abs(a - d))) for a, d in zip(actual, desired))
+    diff = max(float(np.max(np.abs(a - d))) for a, d in zip(actual, desired, strict=True))
     scale = max(float(np.max(np.abs(d))) for d in desired)
     return diff / max(scale, 1e-30)
 
@@ -175,7 +175,9 @@ def _case_fixture(cases: Sequence[ModelCase]):
 
 
 def _same(a, b) -> bool:
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(_leaves(a), _leaves(b)))
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(_leaves(a), _leaves(b), strict=True)
+    )
 
 
 class ContractSuite:
@@ -304,7 +306,7 @@ class ContractSuite:
         first = next(iter(good))
         missing = {k: v for k, v in good.items() if k != first}
         extra = {**good, "unexpected.weight": np.zeros(3, np.float32)}
-        reshaped = {**good, first: np.zeros(good[first].shape + (2,), np.float32)}
+        reshaped = {**good, first: np.zeros((*good[first].shape, 2), np.float32)}
         self.convert(good, built.model)  # the well-formed one converts
         for bad, needle in ((missing, re.escape(first)), (extra, r"unexpected\.weight"), (reshaped, "shape")):
             with pytest.raises(ConversionError, match=needle):

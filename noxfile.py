@@ -1,0 +1,225 @@
+"""Build and test every vit-flax distribution.
+
+Sessions (``nox -l`` lists them all; ``nox -t ci`` is the full CPU check):
+
+* ``lint``                       ruff lint and format check over the repository
+* ``tests(<dist>-<backend>)``    a distribution's JAX tests on ``cpu``, ``cuda`` or ``tpu``;
+                                 ``JAX_PLATFORMS`` is set, so a missing accelerator fails
+* ``parity(<dist>)``             the tests against vit-pytorch (torch, CPU)
+* ``build(<dist>)``              hatch builds wheel and sdist; the wheel is installed alone
+                                 into a clean environment, which runs the README usage
+* ``min_versions(<dist>)``       the JAX tests against the oldest declared jax/flax
+* ``demo``                       the main job: every package's README usage example
+
+The torch used by ``parity`` is ``torch==2.13.0``; where pip is configured with a
+``find-links`` folder (a CPU build of torch), uv is pointed at it too, because uv does not
+read pip's configuration. Set ``UV_FIND_LINKS`` or ``UV_INDEX`` yourself to choose another
+source (e.g. ``UV_INDEX=https://download.pytorch.org/whl/cpu``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+SHARED = "vit-layers-flax"
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "tests", "parity", "build"]
+
+TORCH = "torch==2.13.0"
+REFERENCE = "vit-pytorch==1.26.11"
+#: the oldest versions the distributions declare (keep in step with their pyproject.toml)
+MIN_VERSIONS = ["jax==0.4.36", "jaxlib==0.4.36", "flax==0.10.2", "einops==0.8.0", "numpy==1.26.4"]
+
+#: backend -> (jax requirement, JAX_PLATFORMS value)
+BACKENDS = {
+    "cpu": ("jax", "cpu"),
+    "cuda": ("jax[cuda12]", "cuda"),
+    "tpu": ("jax[tpu]", "tpu"),
+}
+
+
+def _discover() -> dict[str, Path]:
+    """Distribution name -> directory: the shared package, then packages/* in order."""
+    dists = {SHARED: ROOT / "shared"}
+    for pyproject in sorted((ROOT / "packages").glob("*/pyproject.toml")):
+        dists[pyproject.parent.name] = pyproject.parent
+    return dists
+
+
+DISTS = _discover()
+MODELS = [d for d in DISTS if d != SHARED]
+
+
+def _pip_find_links() -> dict[str, str]:
+    """``UV_FIND_LINKS`` from pip's configuration, unless uv is already configured."""
+    if os.environ.get("UV_FIND_LINKS") or os.environ.get("UV_INDEX"):
+        return {}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+        ).stdout
+    except OSError:
+        return {}
+    match = re.search(r"find-links='([^']+)'", out)
+    return {"UV_FIND_LINKS": match.group(1)} if match else {}
+
+
+def _install_dist(session: nox.Session, dist: str, *extra: str) -> None:
+    """Install a distribution from source with the shared package and pytest."""
+    session.install(f"{ROOT / 'shared'}[safetensors]", str(DISTS[dist]), "pytest>=8", *extra)
+
+
+def _tests_dir(dist: str) -> str:
+    return str(DISTS[dist] / "tests")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+@nox.parametrize(
+    "dist, backend",
+    [nox.param(d, b, id=f"{d}-{b}", tags=["ci"] if b == "cpu" else [b]) for d in DISTS for b in BACKENDS],
+)
+def tests(session: nox.Session, dist: str, backend: str) -> None:
+    """A distribution's JAX tests (everything but parity) on one backend."""
+    jax_requirement, platform = BACKENDS[backend]
+    _install_dist(session, dist, jax_requirement)
+    session.run(
+        "pytest",
+        _tests_dir(dist),
+        "-m",
+        "not parity",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"JAX_PLATFORMS": platform},
+    )
+
+
+@nox.session(tags=["ci"])
+@nox.parametrize("dist", [nox.param(d, id=d) for d in DISTS])
+def parity(session: nox.Session, dist: str) -> None:
+    """The tests against vit-pytorch (float32, CPU)."""
+    env = _pip_find_links()
+    _install_dist(session, dist, TORCH, "einops", env=env)
+    # vit-pytorch's own requirements pull torchvision, which the model files do not need
+    # (and whose wheels bring a CUDA torch): install it alone.
+    session.install("--no-deps", REFERENCE, env=env)
+    report = Path(session.create_tmp()) / "parity.jsonl"
+    report.unlink(missing_ok=True)
+    session.run(
+        "pytest",
+        _tests_dir(dist),
+        "-m",
+        "parity",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"JAX_PLATFORMS": "cpu", "VIT_FLAX_PARITY_REPORT": str(report)},
+    )
+    if report.exists():
+        records = [json.loads(line) for line in report.read_text().splitlines()]
+        for record in records:
+            session.log(f"parity {record['case']}: relative error {record['relative_error']:.2e}")
+
+
+def _usage_script(readme: Path) -> str:
+    blocks = re.findall(r"^```python\n(.*?)^```", readme.read_text(encoding="utf-8"), re.S | re.M)
+    if not blocks:
+        raise RuntimeError(f"{readme} has no ```python usage block")
+    return "\n".join(
+        f"exec(compile({b!r}, {str(readme)!r}, 'exec'), {{'__name__': '__readme__'}})" for b in blocks
+    )
+
+
+@nox.session(tags=["ci"])
+@nox.parametrize("dist", [nox.param(d, id=d) for d in DISTS])
+def build(session: nox.Session, dist: str) -> None:
+    """hatch builds the wheel and sdist; the wheel alone, in a clean env, runs the README usage."""
+    session.install("hatch")
+    out = Path(session.create_tmp()) / "dist"
+    shared_out = out / "shared"
+    for path in (out, shared_out):
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.*"):
+            old.unlink()
+    with session.chdir(DISTS[dist]):
+        session.run("hatch", "build", "--clean", str(out))
+    wheels = sorted(out.glob("*.whl"))
+    sdists = sorted(out.glob("*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist, built {wheels + sdists}")
+    find_links: list[str] = []
+    if dist != SHARED:  # the model's one local dependency, as the wheel users get from PyPI
+        with session.chdir(DISTS[SHARED]):
+            session.run("hatch", "build", "-t", "wheel", "--clean", str(shared_out))
+        find_links = ["--find-links", str(shared_out)]
+
+    with tempfile.TemporaryDirectory() as clean:
+        env_dir = Path(clean) / "env"
+        python = env_dir / "bin" / "python"
+        session.run("uv", "venv", "--quiet", "--python", sys.executable, str(env_dir), external=True)
+        session.run(
+            "uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(python),
+            str(wheels[0]),
+            *find_links,
+            external=True,
+        )
+        script = Path(clean) / "usage.py"
+        script.write_text(_usage_script(DISTS[dist] / "README.md"), encoding="utf-8")
+        # run from the temporary folder so that nothing from the source tree is importable
+        with session.chdir(clean):
+            session.run(str(python), "-I", str(script), external=True, env={"JAX_PLATFORMS": "cpu"})
+
+
+@nox.session
+@nox.parametrize("dist", [nox.param(d, id=d) for d in DISTS])
+def min_versions(session: nox.Session, dist: str) -> None:
+    """The JAX tests against the oldest jax/flax/einops/numpy the distributions declare."""
+    _install_dist(session, dist)
+    session.install(*MIN_VERSIONS)
+    session.run("python", "-c", "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__)")
+    session.run(
+        "pytest",
+        _tests_dir(dist),
+        "-m",
+        "not parity",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"JAX_PLATFORMS": "cpu"},
+    )
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: install every package and run its README usage example."""
+    session.install(*(str(path) for path in DISTS.values()))
+    for dist in MODELS:
+        session.log(f"{dist}: README usage")
+        with tempfile.TemporaryDirectory() as clean:
+            script = Path(clean) / "usage.py"
+            script.write_text(_usage_script(DISTS[dist] / "README.md"), encoding="utf-8")
+            session.run("python", str(script), env={"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "")})

@@ -1,0 +1,254 @@
+"""Unit tests of the shared layers, validation and conversion helpers."""
+
+import pickle
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_layers_flax import (
+    PEG,
+    Attention,
+    ChanLayerNorm,
+    ConversionError,
+    LayerNorm,
+    StateDict,
+    apply_attention,
+    attention_weights,
+    cast_tuple,
+    check_images,
+    depthwise_conv,
+    finalize,
+    layer_keep_mask,
+    load_torch_state_dict,
+    pair,
+    posemb_sincos_2d,
+)
+from vit_layers_flax.testing import build_reference, load_reference, relative_error, run_readme_usage
+
+x_tokens = jax.random.normal(jax.random.key(0), (2, 5, 16))
+
+
+# validation -------------------------------------------------------------------------
+
+
+def test_pair_and_cast_tuple():
+    assert pair(3) == (3, 3) and pair((2, 5)) == (2, 5)
+    assert cast_tuple(2, 3) == (2, 2, 2) and cast_tuple((1, 2), 2) == (1, 2)
+    with pytest.raises(ValueError):
+        pair((1, 2, 3))
+    with pytest.raises(ValueError, match="expected 3 values"):
+        cast_tuple((1, 2), 3)
+
+
+@pytest.mark.parametrize(
+    "shape, needle",
+    [
+        ((32, 32, 3), "rank 3 instead of 4"),
+        ((1, 3, 32, 32), "channels-first"),
+        ((1, 32, 32, 4), "4 channels on the last axis instead of 3"),
+        ((1, 32, 33, 3), "spatial size (32, 33) instead of the configured (32, 32)"),
+    ],
+)
+def test_check_images_names_expected_and_received(shape, needle):
+    with pytest.raises(ValueError) as info:
+        check_images(jax.ShapeDtypeStruct(shape, jnp.float32), channels=3, image_size=(32, 32), name="M")
+    message = str(info.value)
+    assert "M: expected images of shape (batch, 32, 32, 3)" in message
+    assert f"received shape {shape}" in message and needle in message
+
+
+def test_check_images_divisibility_and_success():
+    ok = jax.ShapeDtypeStruct((2, 32, 48, 3), jnp.float32)
+    assert check_images(ok, channels=3, multiple_of=(16, 16)) == (2, 32, 48, 3)
+    with pytest.raises(ValueError, match=r"not divisible by \(16, 16\)"):
+        check_images(jax.ShapeDtypeStruct((2, 30, 48, 3), jnp.float32), channels=3, multiple_of=(16, 16))
+
+
+# layers -----------------------------------------------------------------------------
+
+
+def test_posemb_sincos_2d_layout_and_errors():
+    pe = posemb_sincos_2d(2, 3, 8)
+    assert pe.shape == (6, 8) and pe.dtype == np.float32
+    np.testing.assert_allclose(pe[0], [0, 0, 1, 1, 0, 0, 1, 1])  # position (0, 0)
+    np.testing.assert_allclose(pe[1, :2], np.sin([1.0, 1e-4]), rtol=1e-5)  # x = 1, omegas 1 and 1/1e4
+    with pytest.raises(ValueError, match="divisible by 4"):
+        posemb_sincos_2d(2, 2, 10)
+
+
+def test_chan_layer_norm_equals_torch_style_layer_norm():
+    x = jax.random.normal(jax.random.key(1), (2, 4, 4, 6)) * 3 + 1
+    chan = ChanLayerNorm()
+    params = chan.init(jax.random.key(0), x)
+    ref = LayerNorm().apply({"params": {"scale": jnp.ones(6), "bias": jnp.zeros(6)}}, x)
+    np.testing.assert_allclose(chan.apply(params, x), ref, rtol=1e-5, atol=1e-5)
+    assert ChanLayerNorm(dtype=jnp.bfloat16).apply(params, x).dtype == jnp.bfloat16
+
+
+def test_attention_fused_path_equals_explicit_weights():
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 5, 3, 8)) for i in range(3))
+    fused = jax.nn.dot_product_attention(q, k, v)
+    explicit = apply_attention(attention_weights(q, k), v)
+    np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-5)
+    assert attention_weights(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16)).dtype == jnp.float32
+
+
+def test_attention_identity_out_projection_rule():
+    shapes = jax.eval_shape(Attention(16, heads=1, dim_head=16).init, jax.random.key(0), x_tokens)
+    assert "to_out" not in shapes["params"]
+    shapes = jax.eval_shape(
+        Attention(16, heads=1, dim_head=16, project_out=True).init, jax.random.key(0), x_tokens
+    )
+    assert "to_out" in shapes["params"]
+
+
+def test_attention_dropout_acts_only_in_training():
+    attn = Attention(16, heads=2, dim_head=8, dropout=0.5)
+    params = attn.init(jax.random.key(0), x_tokens)
+    eval_a = attn.apply(params, x_tokens, rngs={"dropout": jax.random.key(1)})
+    eval_b = attn.apply(params, x_tokens, rngs={"dropout": jax.random.key(2)})
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train = attn.apply(params, x_tokens, train=True, rngs={"dropout": jax.random.key(1)})
+    assert not np.allclose(train, eval_a)
+
+
+def test_layer_keep_mask_never_drops_every_layer():
+    masks = jax.vmap(lambda k: layer_keep_mask(k, 3, 0.9))(jax.random.split(jax.random.key(0), 2000))
+    assert bool(masks.any(axis=1).all())
+    assert 0.05 < float(masks.mean()) < 0.5  # mostly dropped, one rescued
+    assert bool(layer_keep_mask(jax.random.key(0), 4, 0.0).all())
+    with pytest.raises(ValueError, match="layer dropout rate"):
+        layer_keep_mask(jax.random.key(0), 4, 1.0)
+
+
+def test_depthwise_conv_and_peg_shapes():
+    x = jax.random.normal(jax.random.key(0), (2, 7, 9, 4))
+    conv = depthwise_conv(4, 8, 3, stride=2, padding=1)
+    params = conv.init(jax.random.key(1), x)
+    assert params["params"]["kernel"].shape == (3, 3, 1, 8)
+    assert conv.apply(params, x).shape == (2, 4, 5, 8)
+    peg = PEG()
+    zero = jax.tree_util.tree_map(jnp.zeros_like, peg.init(jax.random.key(1), x))
+    np.testing.assert_array_equal(peg.apply(zero, x), x)  # a zero conv leaves the residual
+
+
+# conversion -------------------------------------------------------------------------
+
+
+class Tiny(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, name="fc")(LayerNorm(name="norm")(x))
+
+
+def _tiny_state_dict():
+    return {
+        "norm.weight": np.ones(4, np.float32),
+        "norm.bias": np.zeros(4, np.float32),
+        "fc.weight": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "fc.bias": np.zeros(3, np.float32),
+    }
+
+
+def _convert_tiny(state_dict):
+    sd = StateDict(state_dict)
+    params = {"norm": sd.layer_norm("norm"), "fc": sd.linear("fc")}
+    return finalize(sd, {"params": params}, Tiny(), jax.ShapeDtypeStruct((1, 4), jnp.float32))
+
+
+def test_finalize_transposes_and_checks():
+    variables = _convert_tiny(_tiny_state_dict())
+    np.testing.assert_array_equal(variables["params"]["fc"]["kernel"], np.arange(12).reshape(3, 4).T)
+    with pytest.raises(ConversionError, match=r"no key 'fc\.bias'"):
+        _convert_tiny({k: v for k, v in _tiny_state_dict().items() if k != "fc.bias"})
+    with pytest.raises(ConversionError, match=r"unexpected state_dict keys.*extra\.weight"):
+        _convert_tiny({**_tiny_state_dict(), "extra.weight": np.zeros(1)})
+    with pytest.raises(ConversionError, match=r"fc/kernel: expected shape \(4, 3\), converted \(5, 3\)"):
+        _convert_tiny({**_tiny_state_dict(), "fc.weight": np.zeros((3, 5), np.float32)})
+
+
+def test_conversion_error_is_a_value_error():
+    assert issubclass(ConversionError, ValueError)
+
+
+def test_load_safetensors(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file(_tiny_state_dict(), str(tmp_path / "tiny.safetensors"))
+    loaded = load_torch_state_dict(tmp_path / "tiny.safetensors")
+    np.testing.assert_array_equal(loaded["fc.weight"], _tiny_state_dict()["fc.weight"])
+
+
+def test_readme_runner_requires_a_block(tmp_path):
+    (tmp_path / "README.md").write_text("# nothing to run\n")
+    with pytest.raises(AssertionError, match="no ```python block"):
+        run_readme_usage(tmp_path / "README.md")
+
+
+def test_readme_usage_runs_as_written():
+    namespace = run_readme_usage(Path(__file__).parents[1] / "README.md")[0]
+    assert namespace["tokens"].shape == (2, 16, 64)
+
+
+# against the reference --------------------------------------------------------------
+
+
+@pytest.mark.parity
+def test_load_torch_checkpoint_is_weights_only(tmp_path):
+    import torch
+
+    torch.save(
+        {"state_dict": {k: torch.from_numpy(v) for k, v in _tiny_state_dict().items()}}, tmp_path / "a.pt"
+    )
+    loaded = load_torch_state_dict(tmp_path / "a.pt")
+    np.testing.assert_array_equal(loaded["fc.weight"], _tiny_state_dict()["fc.weight"])
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("unpickled arbitrary code",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(pickle.UnpicklingError):
+        load_torch_state_dict(tmp_path / "evil.pt")
+
+
+@pytest.mark.parity
+def test_attention_matches_reference():
+    torch_attn = build_reference("vit", "Attention", dict(dim=16, heads=2, dim_head=8))
+    sd = StateDict(torch_attn.state_dict())
+    from vit_layers_flax import attention_params
+
+    params = attention_params(sd, "")
+    x = np.asarray(x_tokens)
+    ours = Attention(16, heads=2, dim_head=8).apply({"params": params}, x)
+    import torch
+
+    theirs = torch_attn(torch.from_numpy(x)).detach().numpy()
+    assert relative_error(ours, theirs) < 1e-5
+
+
+@pytest.mark.parity
+def test_peg_and_chan_layer_norm_match_reference():
+    import torch
+
+    x = np.asarray(jax.random.normal(jax.random.key(3), (2, 5, 6, 8)))
+    x_nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    ref_peg = build_reference("scalable_vit", "PEG", dict(dim=8))
+    params = {"proj": StateDict(ref_peg.state_dict()).conv2d("proj")}
+    ours = PEG().apply({"params": params}, x)
+    assert relative_error(ours, ref_peg(x_nchw).detach().numpy().transpose(0, 2, 3, 1)) < 1e-5
+
+    ref_norm = build_reference("scalable_vit", "ChanLayerNorm", dict(dim=8))
+    params = StateDict(ref_norm.state_dict()).chan_layer_norm("")
+    ours = ChanLayerNorm().apply({"params": params}, x)
+    assert relative_error(ours, ref_norm(x_nchw).detach().numpy().transpose(0, 2, 3, 1)) < 1e-5
+
+
+@pytest.mark.parity
+def test_posemb_matches_reference():
+    ref = load_reference("simple_vit").posemb_sincos_2d(h=3, w=5, dim=16).numpy()
+    np.testing.assert_allclose(posemb_sincos_2d(3, 5, 16), ref, rtol=1e-6, atol=1e-6)
