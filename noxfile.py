@@ -122,7 +122,7 @@ def parity(session: nox.Session, dist: str) -> None:
     # vit-pytorch's own requirements pull torchvision, which the model files do not need
     # (and whose wheels bring a CUDA torch): install it alone.
     session.install("--no-deps", REFERENCE, env=env)
-    report = Path(session.create_tmp()) / "parity.jsonl"
+    report = Path(session.create_tmp()).resolve() / "parity.jsonl"
     report.unlink(missing_ok=True)
     session.run(
         "pytest",
@@ -152,16 +152,18 @@ def _usage_script(readme: Path) -> str:
 @nox.session(tags=["ci"])
 @nox.parametrize("dist", [nox.param(d, id=d) for d in DISTS])
 def build(session: nox.Session, dist: str) -> None:
-    """hatch builds the wheel and sdist; the wheel alone, in a clean env, runs the README usage."""
-    session.install("hatch")
-    out = Path(session.create_tmp()) / "dist"
+    """hatchling builds the wheel and sdist; the wheel alone, in a clean env, runs the README usage."""
+    session.install("hatchling>=1.26")
+    out = Path(session.create_tmp()).resolve() / "dist"
     shared_out = out / "shared"
     for path in (out, shared_out):
         path.mkdir(parents=True, exist_ok=True)
         for old in path.glob("*.*"):
             old.unlink()
+    # hatch's build backend, run in this session's environment (what `hatch build` runs
+    # inside an environment of its own)
     with session.chdir(DISTS[dist]):
-        session.run("hatch", "build", "--clean", str(out))
+        session.run("python", "-m", "hatchling", "build", "--directory", str(out))
     wheels = sorted(out.glob("*.whl"))
     sdists = sorted(out.glob("*.tar.gz"))
     if len(wheels) != 1 or len(sdists) != 1:
@@ -169,7 +171,7 @@ def build(session: nox.Session, dist: str) -> None:
     find_links: list[str] = []
     if dist != SHARED:  # the model's one local dependency, as the wheel users get from PyPI
         with session.chdir(DISTS[SHARED]):
-            session.run("hatch", "build", "-t", "wheel", "--clean", str(shared_out))
+            session.run("python", "-m", "hatchling", "build", "-t", "wheel", "--directory", str(shared_out))
         find_links = ["--find-links", str(shared_out)]
 
     with tempfile.TemporaryDirectory() as clean:
