@@ -84,7 +84,7 @@ def _tests_dir(dist: str) -> str:
     return str(DISTS[dist] / "tests")
 
 
-@nox.session
+@nox.session(tags=["ci"])
 def lint(session: nox.Session) -> None:
     """ruff: lint and format check."""
     session.install("ruff>=0.6")
