@@ -75,9 +75,9 @@ def _pip_find_links() -> dict[str, str]:
     return {"UV_FIND_LINKS": match.group(1)} if match else {}
 
 
-def _install_dist(session: nox.Session, dist: str, *extra: str) -> None:
+def _install_dist(session: nox.Session, dist: str, *extra: str, **kwargs) -> None:
     """Install a distribution from source with the shared package and pytest."""
-    session.install(f"{ROOT / 'shared'}[safetensors]", str(DISTS[dist]), "pytest>=8", *extra)
+    session.install(f"{ROOT / 'shared'}[safetensors]", str(DISTS[dist]), "pytest>=8", *extra, **kwargs)
 
 
 def _tests_dir(dist: str) -> str:
