@@ -14,11 +14,13 @@ from vit_layers_flax.conversion import (
     attention_params,
     feed_forward_params,
     finalize,
+    mlp_head_params,
     patch_embedding_params,
     transformer_params,
 )
 from vit_layers_flax.convolution import PEG, depthwise_conv
 from vit_layers_flax.feed_forward import FeedForward
+from vit_layers_flax.head import MlpHead
 from vit_layers_flax.layer_drop import layer_keep_mask
 from vit_layers_flax.layer_norm import ChanLayerNorm, LayerNorm
 from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
@@ -35,6 +37,7 @@ __all__ = [
     "ConversionError",
     "FeedForward",
     "LayerNorm",
+    "MlpHead",
     "PatchEmbedding",
     "StateDict",
     "Transformer",
@@ -50,6 +53,7 @@ __all__ = [
     "finalize",
     "layer_keep_mask",
     "load_torch_state_dict",
+    "mlp_head_params",
     "pair",
     "patch_embedding_params",
     "patchify",

@@ -160,6 +160,11 @@ def transformer_params(
     return params
 
 
+def mlp_head_params(sd: StateDict, prefix: str = "mlp_head") -> dict[str, Any]:
+    """The reference's ``Sequential(LayerNorm, Linear)`` head -> :class:`~vit_layers_flax.MlpHead` params."""
+    return {"norm": sd.layer_norm(_join(prefix, "0")), "fc": sd.linear(_join(prefix, "1"))}
+
+
 def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
     return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(tree)).items()}
 

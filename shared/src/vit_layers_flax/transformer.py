@@ -57,7 +57,9 @@ class Transformer(nn.Module):
     ``(batch, tokens, dim) -> (batch, tokens, dim)``. ``final_norm=False`` drops the final
     LayerNorm (DeepViT, vit_for_small_dataset). ``remat=True`` rematerialises each block
     in the backward pass (less activation memory, same outputs). ``attention_cls`` and
-    ``attention_kwargs`` are passed to every block.
+    ``attention_kwargs`` are passed to every block. ``block_cls`` replaces the block
+    (constructed with :class:`TransformerBlock`'s fields plus ``block_kwargs`` and called as
+    ``block(x, train)``), for architectures whose blocks differ but stack the same way.
     """
 
     dim: int
@@ -69,13 +71,15 @@ class Transformer(nn.Module):
     final_norm: bool = True
     attention_cls: Any = Attention
     attention_kwargs: Mapping[str, Any] | None = None
+    block_cls: Any = TransformerBlock
+    block_kwargs: Mapping[str, Any] | None = None
     remat: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
-        block_cls = nn.remat(TransformerBlock, static_argnums=(2,)) if self.remat else TransformerBlock
+        block_cls = nn.remat(self.block_cls, static_argnums=(2,)) if self.remat else self.block_cls
         for i in range(self.depth):
             x = block_cls(
                 self.dim,
@@ -88,6 +92,7 @@ class Transformer(nn.Module):
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"layers_{i}",
+                **(self.block_kwargs or {}),
             )(x, train)
         if self.final_norm:
             x = LayerNorm(name="norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)

@@ -15,6 +15,7 @@ Usage in a model package's ``tests/test_contract.py``::
 from vit_layers_flax.testing.contract import (
     BF16_RTOL,
     PARITY_RTOL,
+    BatchNormContractSuite,
     Built,
     ContractSuite,
     ModelCase,
@@ -32,6 +33,7 @@ from vit_layers_flax.testing.reference import (
 __all__ = [
     "BF16_RTOL",
     "PARITY_RTOL",
+    "BatchNormContractSuite",
     "Built",
     "ContractSuite",
     "ModelCase",

@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import jax
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from vit_layers_flax.conversion import ConversionError
+from vit_layers_flax.testing.readme import run_readme_usage
 from vit_layers_flax.testing.reference import (
     build_reference,
     load_reference,
@@ -193,6 +195,13 @@ class ContractSuite:
     #: the vit-pytorch module file and class name, e.g. ``("vit", "ViT")``.
     reference: ClassVar[tuple[str, str]]
     cases: ClassVar[Sequence[ModelCase]] = ()
+    #: the package README. Its ```python blocks must run as written and define the names in
+    #: ``readme_shapes`` with those shapes (a list of shapes for a tuple). Its ```python torch
+    #: block (weight loading) defines ``logits`` and vit-pytorch's ``expected``, and may
+    #: define more pairs ``<name>``/``expected_<name>``: each pair must agree within
+    #: ``PARITY_RTOL``.
+    readme: ClassVar[Path | None] = None
+    readme_shapes: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -203,6 +212,11 @@ class ContractSuite:
             cls.case = _case_fixture(small)
             cls.eager_case = _case_fixture(small[:1])
             cls.parity_case = _case_fixture(cls.cases)
+            if "remat" not in {f.name for f in dataclasses.fields(cls.model_cls)}:  # a layer without blocks
+                cls.test_remat_leaves_outputs_and_gradients_unchanged = None
+            if cls.readme is None:  # e.g. a second suite in one file, for a standalone layer
+                cls.test_readme_usage_runs_as_written = None
+                cls.test_readme_weight_loading_runs_as_written = None
 
     @classmethod
     def build(cls, case: ModelCase, **overrides):
@@ -298,6 +312,29 @@ class ContractSuite:
             message = str(info.value)
             assert str(tuple(shape)) in message and "expected" in message, message
 
+    def test_remat_leaves_outputs_and_gradients_unchanged(self, eager_case):
+        """``remat=True`` rematerialises blocks in the backward pass; nothing else changes."""
+        built = self.make_built(eager_case)
+        remat = self.build(eager_case, remat=True)
+
+        def loss(model, params):
+            out = model.apply({**built.variables, "params": params}, built.images)
+            return sum(jnp.sum(jnp.sin(o)) for o in _leaves(out))
+
+        params = built.variables["params"]
+        plain = jax.jit(jax.value_and_grad(lambda p: loss(built.model, p)))(params)
+        rematted = jax.jit(jax.value_and_grad(lambda p: loss(remat, p)))(params)
+        assert relative_error(rematted[0], plain[0]) < 1e-6
+        assert relative_error(rematted[1], plain[1]) < 1e-5
+
+    def test_readme_usage_runs_as_written(self):
+        namespaces = run_readme_usage(self.readme)
+        defined = {k: v for ns in namespaces for k, v in ns.items()}
+        for name, shape in self.readme_shapes.items():
+            assert name in defined, f"the README usage does not define {name!r}"
+            shapes = [tuple(x.shape) for x in _leaves(defined[name])]
+            assert shapes == [tuple(s) for s in (shape if isinstance(shape, list) else [shape])]
+
     # parity with vit-pytorch -----------------------------------------------------------
 
     @pytest.mark.parity
@@ -322,6 +359,18 @@ class ContractSuite:
         return {k: np.zeros(tuple(v.shape), np.float32) for k, v in model.state_dict().items()}
 
     @pytest.mark.parity
+    def test_readme_weight_loading_runs_as_written(self):
+        load_reference(self.reference[0])  # vit_pytorch's __init__ needs torchvision: import the file alone
+        namespace = {k: v for ns in run_readme_usage(self.readme, tag="torch") for k, v in ns.items()}
+        pairs = {"logits": "expected"} | {
+            name.removeprefix("expected_"): name for name in namespace if name.startswith("expected_")
+        }
+        for ours, theirs in pairs.items():
+            expected = [np.asarray(e.detach().numpy()) for e in _leaves(namespace[theirs])]
+            error = relative_error(namespace[ours], expected)
+            assert error <= PARITY_RTOL, f"README {ours} vs {theirs}: relative error {error:.3g}"
+
+    @pytest.mark.parity
     def test_parameter_count_matches_reference(self, parity_case, reference_model):
         model = self.build(parity_case)
         images = jax.ShapeDtypeStruct(parity_case.input_shape, jnp.float32)
@@ -339,3 +388,65 @@ class ContractSuite:
         error = relative_error(ours, theirs)
         _report({"suite": type(self).__name__, "case": parity_case.id, "relative_error": error})
         assert error <= PARITY_RTOL, f"relative error {error:.3g} > {PARITY_RTOL}"
+
+
+class BatchNormContractSuite(ContractSuite):
+    """:class:`ContractSuite` for models with BatchNorm (a ``batch_stats`` collection).
+
+    Train mode runs with ``mutable=['batch_stats']``, and parity also covers train mode:
+    on the dropout-free cases, the outputs computed with batch statistics and the running
+    statistics they update (torch momentum 0.1 is Flax momentum 0.9) must match
+    vit-pytorch's in ``model.train()``.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.cases:
+            assert any(not c.has_dropout for c in cls.cases), (
+                f"{cls.__name__} needs a dropout-free case for train-mode parity"
+            )
+
+    @classmethod
+    def train_apply_kwargs(cls) -> dict:
+        return {"mutable": ["batch_stats"]}
+
+    def test_eval_needs_no_mutable_collection(self, built):
+        """``train=False`` reads the running averages and leaves ``batch_stats`` alone."""
+        out = jax.jit(built.model.apply)(built.variables, built.images)
+        assert _same(out, built())
+
+    def test_train_mode_updates_batch_stats(self, built):
+        _, updates = jax.jit(lambda v, x: built.model.apply(v, x, train=True, **self.train_apply_kwargs()))(
+            built.variables, built.images
+        )
+        old = jax.tree_util.tree_leaves(built.variables["batch_stats"])
+        new = jax.tree_util.tree_leaves(updates["batch_stats"])
+        assert len(old) == len(new) and all(not _same(a, b) for a, b in zip(old, new, strict=True))
+
+    @pytest.mark.parity
+    def test_train_mode_matches_reference(self, parity_case, reference_model):
+        """Batch-statistics outputs and updated running statistics equal torch's ``train()`` ones."""
+        import copy
+
+        import torch
+
+        if parity_case.has_dropout:
+            pytest.skip("train mode is random with dropout; the dropout-free cases cover it")
+        model = self.build(parity_case)
+        variables = self.convert(reference_model.state_dict(), model)
+        images = np.asarray(jax.random.normal(jax.random.key(7), parity_case.input_shape, jnp.float32))
+        ours, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+            variables, images
+        )
+        torch_model = copy.deepcopy(reference_model).train()
+        with torch.no_grad():
+            theirs = torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+        theirs_stats = self.convert(torch_model.state_dict(), model)["batch_stats"]
+        error = relative_error(ours, [t.numpy() for t in jax.tree_util.tree_leaves(theirs)])
+        _report({"suite": type(self).__name__, "case": parity_case.id + "/train", "relative_error": error})
+        assert error <= PARITY_RTOL, f"train-mode relative error {error:.3g} > {PARITY_RTOL}"
+        flat_ours = jax.tree_util.tree_flatten_with_path(updates["batch_stats"])[0]
+        flat_theirs = dict(jax.tree_util.tree_flatten_with_path(theirs_stats)[0])
+        for path, value in flat_ours:
+            stat_error = relative_error(value, flat_theirs[path])
+            assert stat_error <= PARITY_RTOL, f"{jax.tree_util.keystr(path)}: relative error {stat_error:.3g}"

@@ -1,0 +1,22 @@
+"""cait-flax: CaiT (Going deeper with Image Transformers) in JAX/Flax, with parity to vit-pytorch."""
+
+from importlib.metadata import version
+
+from cait_flax.cait import CaiT
+from cait_flax.convert import from_vit_pytorch
+from cait_flax.layer_scale import LayerScale, layer_scale_init_eps
+from cait_flax.talking_heads import TalkingHeadsAttention
+from cait_flax.transformer import LayerScaleBlock, LayerScaleTransformer
+from vit_layers_flax import load_torch_state_dict
+
+__version__ = version("cait-flax")
+__all__ = [
+    "CaiT",
+    "LayerScale",
+    "LayerScaleBlock",
+    "LayerScaleTransformer",
+    "TalkingHeadsAttention",
+    "from_vit_pytorch",
+    "layer_scale_init_eps",
+    "load_torch_state_dict",
+]

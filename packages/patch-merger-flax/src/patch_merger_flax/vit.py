@@ -1,0 +1,98 @@
+"""ViT with a PatchMerger ("Learning to Merge Tokens in Vision Transformers", Renggli et al.,
+2022), after vit-pytorch's ``vit_with_patch_merger.py``."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from patch_merger_flax.transformer import Transformer
+from vit_layers_flax import PatchEmbedding, check_config, check_images, pair
+from vit_layers_flax.typing import Array, Dtype
+
+
+class ViT(nn.Module):
+    """Vision Transformer whose tokens are merged to ``patch_merge_num_tokens`` mid-way.
+
+    ``(batch, height, width, channels) -> (batch, num_classes)``.
+
+    Attributes follow vit-pytorch's ``vit_with_patch_merger.ViT``: there is no class token;
+    after transformer block ``patch_merge_layer`` (1-based, default ``depth // 2``) a
+    :class:`~patch_merger_flax.PatchMerger` replaces the ``num_patches`` tokens by
+    ``patch_merge_num_tokens`` ones, and the head classifies their mean. ``image_size`` and
+    ``patch_size`` take an int or a ``(height, width)`` pair. ``dropout`` acts in the
+    blocks, ``emb_dropout`` after the position embedding, both only when ``train=True``
+    (rng stream ``'dropout'``). ``remat`` rematerialises each block in the backward pass;
+    ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention`.
+    ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+    """
+
+    image_size: int | tuple[int, int]
+    patch_size: int | tuple[int, int]
+    num_classes: int
+    dim: int
+    depth: int
+    heads: int
+    mlp_dim: int
+    patch_merge_layer: int | None = None
+    patch_merge_num_tokens: int = 8
+    channels: int = 3
+    dim_head: int = 64
+    dropout: float = 0.0
+    emb_dropout: float = 0.0
+    remat: bool = False
+    attention_implementation: str | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @property
+    def merge_layer(self) -> int:
+        """The 1-based block after which tokens are merged (``depth // 2`` by default)."""
+        return self.depth // 2 if self.patch_merge_layer is None else self.patch_merge_layer
+
+    def __post_init__(self):
+        (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
+        check_config(
+            ih % ph == 0 and iw % pw == 0,
+            f"ViT: image_size {(ih, iw)} must be divisible by patch_size {(ph, pw)}",
+        )
+        check_config(
+            min(self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim, self.num_classes) > 0,
+            "ViT: sizes must be positive",
+        )
+        check_config(self.patch_merge_num_tokens > 0, "ViT: patch_merge_num_tokens must be positive")
+        check_config(
+            1 <= self.merge_layer <= self.depth,
+            f"ViT: patch_merge_layer must be between 1 and depth={self.depth}, received "
+            f"{self.merge_layer}" + (" (the default depth // 2)" if self.patch_merge_layer is None else ""),
+        )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, img: Array, *, train: bool = False) -> Array:
+        image_size, patch_size = pair(self.image_size), pair(self.patch_size)
+        check_images(img, channels=self.channels, image_size=image_size, name="ViT")
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+        x = PatchEmbedding(self.dim, patch_size, name="to_patch_embedding", **dtypes)(img)
+        # the reference allocates num_patches + 1 rows (as if there were a class token) and uses the first n
+        init = nn.initializers.normal(stddev=1.0)  # torch.randn
+        pos_embedding = self.param("pos_embedding", init, (x.shape[1] + 1, self.dim), self.param_dtype)
+        x = x + pos_embedding[: x.shape[1]].astype(x.dtype)
+        x = nn.Dropout(self.emb_dropout)(x, deterministic=not train)
+
+        x = Transformer(
+            self.dim,
+            self.depth,
+            self.heads,
+            self.dim_head,
+            self.mlp_dim,
+            dropout=self.dropout,
+            patch_merge_layer=self.merge_layer,
+            patch_merge_num_tokens=self.patch_merge_num_tokens,
+            remat=self.remat,
+            attention_implementation=self.attention_implementation,
+            name="transformer",
+            **dtypes,
+        )(x, train=train)
+        return nn.Dense(self.num_classes, name="mlp_head", **dtypes)(x.mean(axis=1))

@@ -1,0 +1,64 @@
+"""The tokens-to-token (T2T) module: soft splits, each followed by a small transformer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+from einops import rearrange
+
+from t2t_vit_flax.unfold import unfold
+from vit_layers_flax import Transformer
+from vit_layers_flax.typing import Array, Dtype
+
+
+def t2t_layer_dims(channels: int, t2t_layers: Sequence[tuple[int, int]]) -> list[int]:
+    """The token width after each soft split: ``channels * k1**2 * k2**2 * ...``."""
+    dims, dim = [], channels
+    for kernel_size, _ in t2t_layers:
+        dim *= kernel_size**2
+        dims.append(dim)
+    return dims
+
+
+class TokensToToken(nn.Module):
+    """``(batch, H, W, channels) -> (batch, tokens, dim)``, the reference's ``to_patch_embedding``.
+
+    For each ``(kernel_size, stride)`` in ``t2t_layers``: the tokens are laid back out as a
+    square image (from the second stage on), unfolded with padding ``stride // 2``
+    (:func:`~t2t_vit_flax.unfold.unfold`, features in ``(c kh kw)`` order) and, except
+    after the last split, passed through a one-block transformer of width ``layer_dim``
+    with ``heads=1``, ``dim_head=layer_dim`` (so no ``to_out``) and ``mlp_dim=layer_dim``
+    (``transformers_{i}``). A Dense ``proj`` maps the last width to ``dim``.
+    """
+
+    dim: int
+    t2t_layers: Sequence[tuple[int, int]]
+    channels: int = 3
+    dropout: float = 0.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, img: Array, *, train: bool = False) -> Array:
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        layer_dims = t2t_layer_dims(self.channels, self.t2t_layers)
+        x = img
+        for i, ((kernel_size, stride), layer_dim) in enumerate(zip(self.t2t_layers, layer_dims, strict=True)):
+            if i > 0:  # the reference's RearrangeImage: a square grid of tokens
+                x = rearrange(x, "b (h w) c -> b h w c", h=math.isqrt(x.shape[1]))
+            x = unfold(x, kernel_size, stride, stride // 2)
+            if i < len(self.t2t_layers) - 1:
+                x = Transformer(
+                    layer_dim,
+                    depth=1,
+                    heads=1,
+                    dim_head=layer_dim,
+                    mlp_dim=layer_dim,
+                    dropout=self.dropout,
+                    name=f"transformers_{i}",
+                    **dtypes,
+                )(x, train=train)
+        return nn.Dense(self.dim, name="proj", **dtypes)(x)
