@@ -170,7 +170,8 @@ class TestCaiT(ContractSuite):
         import torch
 
         model = build_reference("cait", "CaiT", parity_case.torch_kwargs)
-        temper_talking_heads(model)
+        if parity_case.seed_config:  # the small cases are well conditioned at the reference's init
+            temper_talking_heads(model)
         channels = parity_case.kwargs.get("channels", 3)
         return widen_reference(model, channels, torch.Generator().manual_seed(2)).eval()
 
