@@ -41,6 +41,11 @@ REFERENCE = "vit-pytorch==1.26.11"
 #: the oldest versions the distributions declare (keep in step with their pyproject.toml)
 MIN_VERSIONS = ["jax==0.4.36", "jaxlib==0.4.36", "flax==0.10.2", "einops==0.8.0", "numpy==1.26.4"]
 
+#: pytest-xdist on the CPU: a test file's time is mostly XLA compiles, which run on one
+#: thread each, so one worker per core (up to four) runs the model cases side by side. The
+#: contract suite groups each case's tests (``--dist loadgroup``), so a model compiles once.
+CPU_WORKERS = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadgroup"]
+
 #: backend -> (jax requirement, JAX_PLATFORMS value)
 BACKENDS = {
     "cpu": ("jax", "cpu"),
@@ -77,7 +82,9 @@ def _pip_find_links() -> dict[str, str]:
 
 def _install_dist(session: nox.Session, dist: str, *extra: str, **kwargs) -> None:
     """Install a distribution from source with the shared package and pytest."""
-    session.install(f"{ROOT / 'shared'}[safetensors]", str(DISTS[dist]), "pytest>=8", *extra, **kwargs)
+    session.install(
+        f"{ROOT / 'shared'}[safetensors]", str(DISTS[dist]), "pytest>=8", "pytest-xdist>=3", *extra, **kwargs
+    )
 
 
 def _tests_dir(dist: str) -> str:
@@ -108,6 +115,8 @@ def tests(session: nox.Session, dist: str, backend: str) -> None:
         "not parity",
         "-p",
         "no:cacheprovider",
+        # one process owns an accelerator; CPU tests run on every core
+        *(CPU_WORKERS if backend == "cpu" else []),
         *session.posargs,
         env={"JAX_PLATFORMS": platform},
     )
@@ -131,6 +140,7 @@ def parity(session: nox.Session, dist: str) -> None:
         "parity",
         "-p",
         "no:cacheprovider",
+        *CPU_WORKERS,
         *session.posargs,
         env={"JAX_PLATFORMS": "cpu", "VIT_FLAX_PARITY_REPORT": str(report)},
     )
@@ -210,6 +220,7 @@ def min_versions(session: nox.Session, dist: str) -> None:
         "not parity",
         "-p",
         "no:cacheprovider",
+        *CPU_WORKERS,
         *session.posargs,
         env={"JAX_PLATFORMS": "cpu"},
     )

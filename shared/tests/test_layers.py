@@ -26,6 +26,7 @@ from vit_layers_flax import (
     load_torch_state_dict,
     pair,
     posemb_sincos_2d,
+    unfold,
 )
 from vit_layers_flax.testing import build_reference, load_reference, relative_error, run_readme_usage
 
@@ -252,3 +253,48 @@ def test_peg_and_chan_layer_norm_match_reference():
 def test_posemb_matches_reference():
     ref = load_reference("simple_vit").posemb_sincos_2d(h=3, w=5, dim=16).numpy()
     np.testing.assert_allclose(posemb_sincos_2d(3, 5, 16), ref, rtol=1e-6, atol=1e-6)
+
+
+#: T2T-ViT's and PiT's settings: padded, overlapping, odd kernels with a dropped last row/column
+UNFOLD_CASES = [
+    (7, 4, 2, (2, 16, 20, 3)),
+    (3, 2, 1, (1, 8, 8, 5)),
+    (2, 2, 1, (1, 6, 7, 2)),
+    (3, 1, 0, (1, 5, 5, 4)),
+    (5, 2, 0, (2, 21, 20, 2)),
+    (3, 2, 1, (1, 8, 7, 5)),
+]
+
+
+@pytest.mark.parametrize("kernel_size, stride, padding, shape", UNFOLD_CASES)
+def test_unfold_matches_conv_general_dilated_patches(kernel_size, stride, padding, shape):
+    """XLA's patch extraction flattens features as (c, kh, kw) too; ours gathers exactly."""
+    x = np.asarray(jax.random.normal(jax.random.key(0), shape, jnp.float32))
+    patches = jax.lax.conv_general_dilated_patches(
+        x,
+        (kernel_size, kernel_size),
+        (stride, stride),
+        ((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "OIHW", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    expected = patches.reshape(shape[0], -1, patches.shape[-1])
+    np.testing.assert_array_equal(unfold(x, kernel_size, stride, padding), expected)
+
+
+def test_unfold_feature_order_is_channel_major():
+    x = jnp.arange(2 * 2 * 3, dtype=jnp.float32).reshape(1, 2, 2, 3)  # value = 3 * (2 * h + w) + c
+    out = unfold(x, 2)  # one window covering the image
+    expected = [3 * (2 * kh + kw) + c for c in range(3) for kh in range(2) for kw in range(2)]
+    np.testing.assert_array_equal(out[0, 0], expected)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("kernel_size, stride, padding, shape", UNFOLD_CASES)
+def test_unfold_matches_torch(kernel_size, stride, padding, shape):
+    import torch
+
+    x = np.asarray(jax.random.normal(jax.random.key(0), shape, jnp.float32))
+    nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    expected = torch.nn.functional.unfold(nchw, kernel_size, stride=stride, padding=padding).transpose(1, 2)
+    np.testing.assert_array_equal(unfold(x, kernel_size, stride, padding), expected.numpy())

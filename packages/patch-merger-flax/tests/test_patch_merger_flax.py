@@ -200,7 +200,7 @@ def test_patch_merger_matches_reference():
     variables = from_vit_pytorch(reference.state_dict(), merger)
     features = _features()
     with torch.no_grad():
-        expected = reference(torch.from_numpy(features)).numpy()
+        expected = reference(torch.from_numpy(np.array(features))).numpy()
     ours = jax.jit(merger.apply)(variables, features)
     assert ours.shape == expected.shape == (2, 5, 64)
     assert relative_error(ours, expected) <= PARITY_RTOL

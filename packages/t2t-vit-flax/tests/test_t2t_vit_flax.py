@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from t2t_vit_flax import T2TViT, from_vit_pytorch, unfold
+from t2t_vit_flax import T2TViT, from_vit_pytorch
 
 from vit_layers_flax import ConversionError, Transformer
 from vit_layers_flax.testing import (
@@ -83,50 +83,6 @@ def test_invalid_configuration(kwargs, message):
         T2TViT(**{**SMALL, **kwargs})
 
 
-def _image(shape):
-    return np.asarray(jax.random.normal(jax.random.key(0), shape, jnp.float32))
-
-
-@pytest.mark.parametrize(
-    "kernel_size, stride, padding, shape",
-    [(7, 4, 2, (2, 16, 20, 3)), (3, 2, 1, (1, 8, 8, 5)), (2, 2, 1, (1, 6, 7, 2)), (3, 1, 0, (1, 5, 5, 4))],
-)
-def test_unfold_matches_conv_general_dilated_patches(kernel_size, stride, padding, shape):
-    """XLA's patch extraction flattens features as (c, kh, kw) too; ours is plain slicing."""
-    x = _image(shape)
-    patches = jax.lax.conv_general_dilated_patches(
-        x,
-        (kernel_size, kernel_size),
-        (stride, stride),
-        ((padding, padding), (padding, padding)),
-        dimension_numbers=("NHWC", "OIHW", "NHWC"),
-        precision=jax.lax.Precision.HIGHEST,
-    )
-    expected = patches.reshape(shape[0], -1, patches.shape[-1])
-    np.testing.assert_array_equal(unfold(x, kernel_size, stride, padding), expected)
-
-
-def test_unfold_feature_order_is_channel_major():
-    x = jnp.arange(2 * 2 * 3, dtype=jnp.float32).reshape(1, 2, 2, 3)  # value = 3 * (2 * h + w) + c
-    out = unfold(x, 2)  # one window covering the image
-    expected = [3 * (2 * kh + kw) + c for c in range(3) for kh in range(2) for kw in range(2)]
-    np.testing.assert_array_equal(out[0, 0], expected)
-
-
-@pytest.mark.parity
-@pytest.mark.parametrize(
-    "kernel_size, stride, padding, shape",
-    [(7, 4, 2, (2, 16, 20, 3)), (3, 2, 1, (1, 8, 8, 5)), (2, 2, 1, (1, 6, 7, 2)), (3, 1, 0, (1, 5, 5, 4))],
-)
-def test_unfold_matches_torch(kernel_size, stride, padding, shape):
-    import torch
-
-    x = _image(shape)
-    nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    expected = torch.nn.functional.unfold(nchw, kernel_size, stride=stride, padding=padding).transpose(1, 2)
-    np.testing.assert_array_equal(unfold(x, kernel_size, stride, padding), expected.numpy())
-
-
 def test_soft_split_transformers_have_no_output_projection():
     model = T2TViT(**SMALL, t2t_layers=((3, 2), (3, 2)))
     shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32))
@@ -136,6 +92,10 @@ def test_soft_split_transformers_have_no_output_projection():
     assert set(attn) == {"norm", "to_qkv"} and attn["to_qkv"]["kernel"].shape == (27, 3 * 27)
     assert embedding["proj"]["kernel"].shape == (243, 32)
     assert shapes["params"]["pos_embedding"].shape == (4 * 4 + 1, 32)
+
+
+def _image(shape):
+    return np.asarray(jax.random.normal(jax.random.key(0), shape, jnp.float32))
 
 
 CUSTOM = dict(image_size=16, num_classes=10, dim=32, t2t_layers=((3, 2), (3, 2)))

@@ -26,6 +26,7 @@ from vit_layers_flax.layer_norm import ChanLayerNorm, LayerNorm
 from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
 from vit_layers_flax.position_embedding import posemb_sincos_2d
 from vit_layers_flax.transformer import Transformer, TransformerBlock
+from vit_layers_flax.unfold import unfold, unfold_output_size
 from vit_layers_flax.validation import cast_tuple, check_config, check_images, pair
 
 __version__ = "0.1.0"
@@ -59,4 +60,6 @@ __all__ = [
     "patchify",
     "posemb_sincos_2d",
     "transformer_params",
+    "unfold",
+    "unfold_output_size",
 ]

@@ -9,8 +9,7 @@ import jax.numpy as jnp
 from einops import repeat
 
 from t2t_vit_flax.tokens_to_token import TokensToToken
-from t2t_vit_flax.unfold import unfold_output_size
-from vit_layers_flax import Transformer, check_config, check_images
+from vit_layers_flax import Transformer, check_config, check_images, unfold_output_size
 from vit_layers_flax.typing import Array, Dtype
 
 

@@ -9,8 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from t2t_vit_flax.unfold import unfold
-from vit_layers_flax import Transformer
+from vit_layers_flax import Transformer, unfold
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -28,7 +27,7 @@ class TokensToToken(nn.Module):
 
     For each ``(kernel_size, stride)`` in ``t2t_layers``: the tokens are laid back out as a
     square image (from the second stage on), unfolded with padding ``stride // 2``
-    (:func:`~t2t_vit_flax.unfold.unfold`, features in ``(c kh kw)`` order) and, except
+    (:func:`vit_layers_flax.unfold`, features in ``(c kh kw)`` order) and, except
     after the last split, passed through a one-block transformer of width ``layer_dim``
     with ``heads=1``, ``dim_head=layer_dim`` (so no ``to_out``) and ``mlp_dim=layer_dim``
     (``transformers_{i}``). A Dense ``proj`` maps the last width to ``dim``.
