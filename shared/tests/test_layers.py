@@ -12,6 +12,7 @@ import pytest
 from vit_layers_flax import (
     PEG,
     Attention,
+    BatchNorm,
     ChanLayerNorm,
     ConversionError,
     LayerNorm,
@@ -298,3 +299,53 @@ def test_unfold_matches_torch(kernel_size, stride, padding, shape):
     nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     expected = torch.nn.functional.unfold(nchw, kernel_size, stride=stride, padding=padding).transpose(1, 2)
     np.testing.assert_array_equal(unfold(x, kernel_size, stride, padding), expected.numpy())
+
+
+def test_batch_norm_train_uses_batch_statistics_and_eval_the_running_ones():
+    x = jax.random.normal(jax.random.key(0), (4, 3, 5, 6)) * 2.0 + 1.0
+    bn = BatchNorm()
+    variables = bn.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, variables["batch_stats"]) == {"mean": (6,), "var": (6,)}
+    out, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(out.mean((0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std((0, 1, 2)), 1, atol=1e-3)
+    n = x.size // 6
+    np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * x.mean((0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(
+        updates["batch_stats"]["var"], 0.9 + 0.1 * x.var((0, 1, 2)) * n / (n - 1), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        bn.apply(variables, x), x / np.sqrt(1 + 1e-5), rtol=1e-5
+    )  # eval: mean 0, var 1
+
+
+def test_conv_readers_reject_weights_of_the_wrong_rank():
+    sd = StateDict({"c.weight": np.zeros((4, 3, 3, 3), np.float32), "p.weight": np.zeros((4, 3), np.float32)})
+    assert sd.conv2d("c", bias=False)["kernel"].shape == (3, 3, 3, 4)
+    with pytest.raises(ConversionError, match=r"p\.weight: expected shape \(out, in, 1, 1\)"):
+        sd.pointwise("p", bias=False)
+    with pytest.raises(ConversionError, match="received shape"):
+        sd.conv2d("p", bias=False)
+
+
+@pytest.mark.parity
+def test_batch_norm_matches_torch_in_train_and_eval():
+    import torch
+
+    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 5, 7, 6)) * 3.0 - 1.0)
+    reference = torch.nn.BatchNorm2d(6)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5), reference.bias.uniform_(-0.5, 0.5)
+        reference.running_mean.uniform_(-1, 1), reference.running_var.uniform_(0.5, 2)
+    params, stats = StateDict({k: v.clone() for k, v in reference.state_dict().items()}).batch_norm("")
+    variables = {"params": params, "batch_stats": stats}
+    nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        expected_eval = reference.eval()(nchw).numpy().transpose(0, 2, 3, 1)
+        expected_train = reference.train()(nchw).numpy().transpose(0, 2, 3, 1)
+    bn = BatchNorm()
+    assert relative_error(bn.apply(variables, x), expected_eval) < 1e-6
+    out, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert relative_error(out, expected_train) < 1e-6
+    assert relative_error(updates["batch_stats"]["mean"], reference.running_mean.numpy()) < 1e-6
+    assert relative_error(updates["batch_stats"]["var"], reference.running_var.numpy()) < 1e-6

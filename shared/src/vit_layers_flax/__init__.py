@@ -1,12 +1,13 @@
 """vit-layers-flax: the layers the vit-flax model packages share.
 
 Patch embedding, pre-norm attention and feed-forward blocks, the transformer stack,
-channel LayerNorm, sin-cos position embedding, depthwise/PEG convolutions, stochastic
+channel LayerNorm, torch-compatible BatchNorm, sin-cos position embedding, depthwise/PEG convolutions, stochastic
 layer dropping, input validation and the vit-pytorch weight-conversion helpers. The
 contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
 """
 
 from vit_layers_flax.attention import Attention, apply_attention, attention_weights
+from vit_layers_flax.batch_norm import BatchNorm
 from vit_layers_flax.checkpoint import load_torch_state_dict
 from vit_layers_flax.conversion import (
     ConversionError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PEG",
     "Attention",
+    "BatchNorm",
     "ChanLayerNorm",
     "ConversionError",
     "FeedForward",

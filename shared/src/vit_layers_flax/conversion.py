@@ -83,12 +83,33 @@ class StateDict:
         """The reference's channel LayerNorm ``g``/``b`` ``(1, C, 1, 1)`` -> ``(C,)``."""
         return {"g": self[_join(prefix, "g")].reshape(-1), "b": self[_join(prefix, "b")].reshape(-1)}
 
+    def _conv_weight(self, prefix: str, pointwise: bool = False) -> np.ndarray:
+        key = _join(prefix, "weight")
+        weight = self[key]
+        if weight.ndim != 4 or (pointwise and weight.shape[2:] != (1, 1)):
+            expected = "(out, in, 1, 1)" if pointwise else "(out, in / groups, kh, kw)"
+            raise ConversionError(f"{key}: expected shape {expected}, received shape {weight.shape}")
+        return weight
+
     def conv2d(self, prefix: str, bias: bool = True) -> dict[str, np.ndarray]:
         """``nn.Conv2d`` ``(O, I/groups, kh, kw)`` weight -> ``nn.Conv`` ``(kh, kw, I/groups, O)``."""
-        out = {"kernel": self[_join(prefix, "weight")].transpose(2, 3, 1, 0)}
+        out = {"kernel": self._conv_weight(prefix).transpose(2, 3, 1, 0)}
         if bias:
             out["bias"] = self[_join(prefix, "bias")]
         return out
+
+    def pointwise(self, prefix: str, bias: bool = True) -> dict[str, np.ndarray]:
+        """A 1x1 ``nn.Conv2d`` ``(O, I, 1, 1)`` -> an ``nn.Dense`` ``(I, O)`` on the channel axis of NHWC."""
+        out = {"kernel": self._conv_weight(prefix, pointwise=True)[:, :, 0, 0].T}
+        if bias:
+            out["bias"] = self[_join(prefix, "bias")]
+        return out
+
+    def chan_layer_norm_as_layer_norm(self, prefix: str) -> dict[str, np.ndarray]:
+        """The reference's channel LayerNorm ``g``/``b`` -> a :class:`~vit_layers_flax.LayerNorm`'s
+        ``scale``/``bias`` (the same normalisation, on the last axis of NHWC)."""
+        norm = self.chan_layer_norm(prefix)
+        return {"scale": norm["g"], "bias": norm["b"]}
 
     def batch_norm(self, prefix: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """``nn.BatchNorm*`` -> (``params`` {scale, bias}, ``batch_stats`` {mean, var})."""

@@ -416,9 +416,11 @@ class BatchNormContractSuite(ContractSuite):
         assert _same(out, built())
 
     def test_train_mode_updates_batch_stats(self, built):
-        _, updates = jax.jit(lambda v, x: built.model.apply(v, x, train=True, **self.train_apply_kwargs()))(
-            built.variables, built.images
-        )
+        def train(variables, images):
+            rngs = {"dropout": jax.random.key(0)}
+            return built.model.apply(variables, images, train=True, rngs=rngs, **self.train_apply_kwargs())
+
+        _, updates = jax.jit(train)(built.variables, built.images)
         old = jax.tree_util.tree_leaves(built.variables["batch_stats"])
         new = jax.tree_util.tree_leaves(updates["batch_stats"])
         assert len(old) == len(new) and all(not _same(a, b) for a, b in zip(old, new, strict=True))
