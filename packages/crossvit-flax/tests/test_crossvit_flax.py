@@ -1,0 +1,164 @@
+import dataclasses
+import inspect
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from crossvit_flax import CrossTransformer, CrossViT, from_vit_pytorch
+
+from vit_layers_flax.testing import ContractSuite, ModelCase, load_reference
+
+# the smallest CrossViT: one multi-scale block of one layer per branch and one cross round
+SMALL = dict(
+    image_size=32,
+    num_classes=10,
+    depth=1,
+    sm_dim=32,
+    sm_patch_size=8,
+    sm_enc_depth=1,
+    sm_enc_heads=2,
+    sm_enc_dim_head=16,
+    sm_enc_mlp_dim=64,
+    lg_dim=64,
+    lg_patch_size=16,
+    lg_enc_depth=1,
+    lg_enc_heads=4,
+    lg_enc_dim_head=16,
+    lg_enc_mlp_dim=128,
+    cross_attn_depth=1,
+    cross_attn_heads=2,
+    cross_attn_dim_head=16,
+    dropout=0.0,
+    emb_dropout=0.0,
+)
+
+CASES = [
+    ModelCase(
+        "seed",
+        dict(
+            image_size=256,
+            num_classes=1000,
+            depth=4,
+            sm_dim=192,
+            sm_patch_size=16,
+            sm_enc_depth=2,
+            sm_enc_heads=8,
+            sm_enc_mlp_dim=2048,
+            lg_dim=384,
+            lg_patch_size=64,
+            lg_enc_depth=3,
+            lg_enc_heads=8,
+            lg_enc_mlp_dim=2048,
+            cross_attn_depth=2,
+            cross_attn_heads=8,
+            dropout=0.1,
+            emb_dropout=0.1,
+        ),
+        (1, 256, 256, 3),
+        seed_config=True,
+    ),
+    ModelCase(
+        # sm_dim != lg_dim: the class tokens are projected in and out of the other width
+        "projected-widths-dropout",
+        dict(SMALL, dropout=0.1, emb_dropout=0.1),
+        (2, 32, 32, 3),
+        bad_spatial=[(33, 32), (32, 40), (16, 16)],
+    ),
+    ModelCase(
+        # sm_dim == lg_dim: no project_in/out; one head of width dim still has to_out
+        "same-widths-one-head-gray",
+        dict(
+            SMALL,
+            image_size=24,
+            num_classes=5,
+            sm_dim=48,
+            sm_patch_size=6,
+            sm_enc_heads=1,
+            sm_enc_dim_head=48,
+            lg_dim=48,
+            lg_patch_size=12,
+            lg_enc_heads=2,
+            cross_attn_heads=1,
+            cross_attn_dim_head=48,
+            channels=1,
+        ),
+        (2, 24, 24, 1),
+    ),
+    ModelCase(
+        # asymmetric branch depths and two cross-attention rounds (the seed has depth 4)
+        "deep-small-branch-two-rounds-emb-dropout-4ch",
+        dict(
+            SMALL,
+            image_size=16,
+            num_classes=7,
+            sm_patch_size=4,
+            sm_enc_depth=2,
+            lg_dim=48,
+            lg_patch_size=8,
+            lg_enc_heads=3,
+            cross_attn_depth=2,
+            cross_attn_heads=4,
+            cross_attn_dim_head=8,
+            emb_dropout=0.1,
+            channels=4,
+        ),
+        (2, 16, 16, 4),
+    ),
+]
+
+
+class TestCrossViT(ContractSuite):
+    model_cls = CrossViT
+    convert = staticmethod(from_vit_pytorch)
+    reference = ("cross_vit", "CrossViT")
+    cases = CASES
+    readme = Path(__file__).parents[1] / "README.md"
+    readme_shapes = {"output": (1, 1000)}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(image_size=30), "must be divisible by sm_patch_size"),
+        (dict(lg_patch_size=12), "must be divisible by lg_patch_size"),
+        (dict(image_size=(32, 32)), "must be positive ints"),
+        (dict(depth=0), "must be positive"),
+        (dict(cross_attn_heads=0), "must be positive"),
+        (dict(num_classes=0), "must be positive"),
+    ],
+)
+def test_invalid_configuration(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CrossViT(**{**SMALL, **kwargs})
+
+
+@pytest.mark.parity
+def test_defaults_match_reference():
+    signature = inspect.signature(load_reference("cross_vit").CrossViT)
+    theirs = {
+        k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty
+    }
+    ours = {f.name: f.default for f in dataclasses.fields(CrossViT) if f.name in signature.parameters}
+    assert set(ours) == set(signature.parameters)
+    assert {k: ours[k] for k in theirs} == theirs
+
+
+def test_cross_attention_reads_class_token_and_other_patches_only():
+    """A class token attends to itself and the other branch's patch tokens, not to the other
+    class token; patch tokens pass through unchanged."""
+    sm = jax.random.normal(jax.random.key(0), (2, 5, 32))
+    lg = jax.random.normal(jax.random.key(1), (2, 3, 48))
+    module = CrossTransformer(32, 48, depth=1, heads=2, dim_head=8)
+    shapes = jax.eval_shape(module.init, jax.random.key(2), sm, lg)  # no init compile: fill on the host
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(lambda s: 1.0 + 0.1 * rng.standard_normal(s.shape, np.float32), shapes)
+    apply = jax.jit(module.apply)
+    sm_out, lg_out = apply(variables, sm, lg)
+    np.testing.assert_array_equal(sm_out[:, 1:], sm[:, 1:])
+    np.testing.assert_array_equal(lg_out[:, 1:], lg[:, 1:])
+    assert not np.allclose(sm_out[:, 0], sm[:, 0]) and not np.allclose(lg_out[:, 0], lg[:, 0])
+    sm_out2, _ = apply(variables, sm, lg.at[:, 0].add(1.0))
+    np.testing.assert_array_equal(sm_out2[:, 0], sm_out[:, 0])  # the other class token is not a key
+    sm_out3, _ = apply(variables, sm, lg.at[:, 1:].add(1.0))
+    assert not np.allclose(sm_out3[:, 0], sm_out[:, 0])  # the other branch's patches are
