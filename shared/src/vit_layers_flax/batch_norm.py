@@ -11,7 +11,7 @@ from vit_layers_flax.typing import Array, Dtype
 class BatchNorm(nn.Module):
     """``torch.nn.BatchNorm2d`` on the last (channel) axis of an NHWC feature map.
 
-    ``(batch, height, width, channels) -> (batch, height, width, channels)``.
+    ``(..., channels) -> (..., channels)``: statistics over every axis but the last.
 
     Variables are those of :class:`flax.linen.BatchNorm`: params ``scale``, ``bias`` and
     ``batch_stats`` ``mean``, ``var`` (float32), converted by ``StateDict.batch_norm``.
@@ -23,19 +23,22 @@ class BatchNorm(nn.Module):
     number of values per channel). :class:`flax.linen.BatchNorm` updates it with the
     biased variance, which drifts from torch's running statistics by ``1 / (n - 1)``
     (1.6 % on an 8 x 8 map with batch 1). Statistics and normalisation run in float32
-    whatever ``dtype`` is; the result is cast to ``dtype`` (default: the input's).
+    whatever ``dtype`` is; the result is cast to ``dtype`` (default: the input's). Training
+    on a single value per channel raises a ``ValueError`` at trace time, as torch does.
     """
 
     momentum: float = 0.9
     epsilon: float = 1e-5
+    scale_init: nn.initializers.Initializer = nn.initializers.ones
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         features = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+        scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (features,), self.param_dtype)
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
 
@@ -43,6 +46,11 @@ class BatchNorm(nn.Module):
         x32 = x.astype(jnp.promote_types(dtype, jnp.float32))
         axes = tuple(range(x.ndim - 1))
         if train:
+            if x.size // features < 2:  # as torch: batch statistics of one value are undefined
+                raise ValueError(
+                    f"BatchNorm: expected more than 1 value per channel in training, received "
+                    f"input of shape {tuple(x.shape)}"
+                )
             mean = x32.mean(axes)
             var = jnp.square(x32 - mean).mean(axes)  # two-pass, biased: what torch normalises with
             if not self.is_initializing():

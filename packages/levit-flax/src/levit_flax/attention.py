@@ -1,0 +1,98 @@
+"""LeViT attention: BatchNorm'd 1x1-conv projections, a learned per-head attention bias indexed
+by the query-key offset, and an optional strided ("shrinking") query that halves the map."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from einops import rearrange
+
+from levit_flax.conv_norm import ConvNorm
+from vit_layers_flax import apply_attention
+from vit_layers_flax.typing import Array, Dtype
+
+
+def attention_bias_indices(fmap_size: int, downsample: bool = False) -> np.ndarray:
+    """Row of the bias table each (query, key) pair reads, as the reference's ``pos_indices``.
+
+    ``-> (queries, keys)`` int32, with ``keys = fmap_size ** 2`` positions ``(i, j)`` of the
+    map in row-major order and queries the same, or with ``downsample`` those at even
+    ``i`` and ``j`` (``ceil(fmap_size / 2) ** 2``). The pair reads row
+    ``|i_q - i_k| * fmap_size + |j_q - j_k|``: the bias depends only on the absolute offset.
+    A static numpy constant, computed at trace time.
+    """
+    q_range = np.arange(0, fmap_size, 2 if downsample else 1)
+    k_range = np.arange(fmap_size)
+    q_pos = np.stack(np.meshgrid(q_range, q_range, indexing="ij"), axis=-1).reshape(-1, 2)
+    k_pos = np.stack(np.meshgrid(k_range, k_range, indexing="ij"), axis=-1).reshape(-1, 2)
+    rel = np.abs(q_pos[:, None, :] - k_pos[None, :, :])
+    return (rel[..., 0] * fmap_size + rel[..., 1]).astype(np.int32)
+
+
+class Attention(nn.Module):
+    """``(batch, f, f, dim) -> (batch, f', f', dim_out)`` with ``f = fmap_size`` and
+    ``f' = ceil(f / 2)`` if ``downsample`` else ``f``.
+
+    Queries, keys and values are 1x1 convolutions with BatchNorm (``to_q``, ``to_k``,
+    ``to_v``; the query's is strided when downsampling), split into ``heads`` of width
+    ``dim_key`` (queries, keys) and ``dim_value`` (values), channels ordered ``(heads, d)``
+    and positions flattened row-major. The logits are ``q·k * dim_key ** -0.5`` plus the
+    position bias *divided* by that scale (as the reference), the bias gathered from the
+    ``(f * f, heads)`` table ``pos_bias`` in one ``take`` with
+    :func:`attention_bias_indices`. Logits, softmax and attention dropout run in float32;
+    the weighted sum of the values in the compute dtype. The output is GELU (exact), then
+    ``to_out`` (1x1 convolution with bias, BatchNorm whose scale starts at zero, so a
+    fresh block outputs zero), then dropout. Dropout and batch statistics act only when
+    ``train=True``.
+    """
+
+    dim_out: int
+    fmap_size: int
+    heads: int = 8
+    dim_key: int = 32
+    dim_value: int = 64
+    dropout: float = 0.0
+    downsample: bool = False
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        f = self.fmap_size
+        if tuple(x.shape[1:3]) != (f, f):
+            raise ValueError(
+                f"LeViT Attention: expected feature maps of shape (batch, {f}, {f}, channels), "
+                f"received shape {tuple(x.shape)}"
+            )
+        heads, scale = self.heads, self.dim_key**-0.5
+        q = ConvNorm(heads * self.dim_key, strides=2 if self.downsample else 1, name="to_q", **dtypes)(
+            x, train=train
+        )
+        k = ConvNorm(heads * self.dim_key, name="to_k", **dtypes)(x, train=train)
+        v = ConvNorm(heads * self.dim_value, name="to_v", **dtypes)(x, train=train)
+        q_rows = q.shape[1]
+        q, k, v = (rearrange(t, "b x y (h d) -> b (x y) h d", h=heads) for t in (q, k, v))
+
+        table = nn.Embed(
+            f * f,
+            heads,
+            embedding_init=nn.initializers.normal(stddev=1.0),  # torch's nn.Embedding: N(0, 1)
+            name="pos_bias",
+            **dtypes,
+        )
+        bias = table(attention_bias_indices(f, self.downsample))  # (queries, keys, heads)
+        bias = rearrange(bias, "i j h -> h i j").astype(jnp.float32)
+
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+        weights = jax.nn.softmax(logits + bias / scale, axis=-1)
+        weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
+        out = rearrange(apply_attention(weights, v), "b (x y) h d -> b x y (h d)", x=q_rows)
+
+        out = nn.gelu(out, approximate=False)
+        out = ConvNorm(self.dim_out, use_bias=True, zero_init_norm=True, name="to_out", **dtypes)(
+            out, train=train
+        )
+        return nn.Dropout(self.dropout)(out, deterministic=not train)
