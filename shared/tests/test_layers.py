@@ -314,9 +314,10 @@ def test_batch_norm_train_uses_batch_statistics_and_eval_the_running_ones():
     np.testing.assert_allclose(
         updates["batch_stats"]["var"], 0.9 + 0.1 * x.var((0, 1, 2)) * n / (n - 1), rtol=1e-5
     )
-    np.testing.assert_allclose(
-        bn.apply(variables, x), x / np.sqrt(1 + 1e-5), rtol=1e-5
-    )  # eval: mean 0, var 1
+    eval_out = bn.apply(variables, x)  # running averages: mean 0, var 1
+    np.testing.assert_allclose(eval_out, x / np.sqrt(1 + 1e-5), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"more than 1 value per channel.*\(1, 1, 1, 6\)"):
+        bn.apply(variables, x[:1, :1, :1], train=True, mutable=["batch_stats"])
 
 
 def test_conv_readers_reject_weights_of_the_wrong_rank():
