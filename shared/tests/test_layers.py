@@ -21,6 +21,7 @@ from vit_layers_flax import (
     attention_weights,
     cast_tuple,
     check_images,
+    check_stage_size,
     depthwise_conv,
     finalize,
     layer_keep_mask,
@@ -68,6 +69,16 @@ def test_check_images_divisibility_and_success():
     assert check_images(ok, channels=3, multiple_of=(16, 16)) == (2, 32, 48, 3)
     with pytest.raises(ValueError, match=r"not divisible by \(16, 16\)"):
         check_images(jax.ShapeDtypeStruct((2, 30, 48, 3), jnp.float32), channels=3, multiple_of=(16, 16))
+
+
+def test_check_stage_size_names_stage_window_and_shape():
+    images = jax.ShapeDtypeStruct((2, 56, 60, 3), jnp.float32)
+    check_stage_size(images, stage=2, size=(14, 14), window=7, name="M")  # fits
+    with pytest.raises(ValueError) as info:
+        check_stage_size(images, stage=3, size=(7, 16), window=(7, 5), what="local window", name="M")
+    message = str(info.value)
+    assert message.startswith("M: images of shape (2, 56, 60, 3) give stage 3 a 7x16 feature map")
+    assert "local window is 7x5" in message and "expected" in message
 
 
 # layers -----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
 from vit_layers_flax.position_embedding import posemb_sincos_2d
 from vit_layers_flax.transformer import Transformer, TransformerBlock
 from vit_layers_flax.unfold import unfold, unfold_output_size
-from vit_layers_flax.validation import cast_tuple, check_config, check_images, pair
+from vit_layers_flax.validation import cast_tuple, check_config, check_images, check_stage_size, pair
 
 __version__ = "0.1.0"
 
@@ -51,6 +51,7 @@ __all__ = [
     "cast_tuple",
     "check_config",
     "check_images",
+    "check_stage_size",
     "depthwise_conv",
     "feed_forward_params",
     "finalize",

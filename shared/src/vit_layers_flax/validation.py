@@ -83,3 +83,38 @@ def check_images(
     if multiple_of is not None and (shape[1] % multiple_of[0] or shape[2] % multiple_of[1]):
         fail(f"spatial size {_fmt(shape[1:3])} is not divisible by {_fmt(multiple_of)}")
     return shape  # type: ignore[return-value]
+
+
+def check_stage_size(
+    images,
+    *,
+    stage: int,
+    size: tuple[int, int],
+    window: int | tuple[int, int],
+    what: str = "window",
+    name: str = "model",
+) -> None:
+    """Check that a stage's feature map splits into whole windows (or strides, patches...).
+
+    Hierarchical models call this once per stage, at trace time, before partitioning
+    ``size = (height, width)`` into ``window`` tiles.
+
+    Args:
+      images: the array (or ``jax.ShapeDtypeStruct``) given to the model, for the message.
+      stage: the stage's number as users count it (1-based).
+      size: ``(height, width)`` of the stage's feature map for these images.
+      window: the tile size the stage needs to divide ``size``.
+      what: what the tile is, in the message (``'local window'``, ``'sub-sampling stride'``).
+      name: the model's name, used in the message.
+
+    Raises:
+      ValueError: naming the images' shape, the stage, its feature-map size and the tile.
+    """
+    wh, ww = pair(window)
+    h, w = size
+    if h % wh or w % ww:
+        raise ValueError(
+            f"{name}: images of shape {tuple(images.shape)} give stage {stage} a {h}x{w} feature map, "
+            f"but its {what} is {wh}x{ww}: expected a feature map whose height is a multiple of {wh} "
+            f"and width a multiple of {ww}"
+        )

@@ -9,6 +9,7 @@ JAX. Each case's model is initialised and compiled once per test class.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -53,6 +54,8 @@ class ModelCase:
         ``[(H + 1, W)]``.
       seed_config: the seed's full-size configuration: only parity and the parameter
         count run on it (the other checks run on the small cases).
+      feature_shapes: for backbones whose ``__call__`` takes ``return_features``, the NHWC
+        shapes of the per-stage feature maps it returns (required on every small case).
     """
 
     id: str
@@ -62,6 +65,7 @@ class ModelCase:
     output_shape: Any = None
     bad_spatial: Sequence[tuple[int, int]] | None = None
     seed_config: bool = False
+    feature_shapes: Sequence[tuple[int, int, int, int]] | None = None
 
     @property
     def torch_kwargs(self) -> Mapping[str, Any]:
@@ -214,6 +218,11 @@ class ContractSuite:
             cls.parity_case = _case_fixture(cls.cases)
             if "remat" not in {f.name for f in dataclasses.fields(cls.model_cls)}:  # a layer without blocks
                 cls.test_remat_leaves_outputs_and_gradients_unchanged = None
+            if "return_features" in inspect.signature(cls.model_cls.__call__).parameters:
+                missing = [c.id for c in small if c.feature_shapes is None]
+                assert not missing, f"{cls.__name__}: cases {missing} need feature_shapes"
+            else:
+                cls.test_return_features_gives_one_nhwc_map_per_stage = None
             if cls.readme is None:  # e.g. a second suite in one file, for a standalone layer
                 cls.test_readme_usage_runs_as_written = None
                 cls.test_readme_weight_loading_runs_as_written = None
@@ -326,6 +335,15 @@ class ContractSuite:
         rematted = jax.jit(jax.value_and_grad(lambda p: loss(remat, p)))(params)
         assert relative_error(rematted[0], plain[0]) < 1e-6
         assert relative_error(rematted[1], plain[1]) < 1e-5
+
+    def test_return_features_gives_one_nhwc_map_per_stage(self, built):
+        """``return_features=True`` returns the stages' NHWC feature maps instead of logits,
+        so a detection or segmentation head can sit on the backbone."""
+        apply = jax.jit(lambda v, x: built.model.apply(v, x, return_features=True))
+        features = apply(built.variables, built.images)
+        assert isinstance(features, tuple), f"expected a tuple of feature maps, received {type(features)}"
+        assert [f.shape for f in features] == [tuple(s) for s in built.case.feature_shapes]
+        assert all(bool(jnp.isfinite(f).all()) for f in features)
 
     def test_readme_usage_runs_as_written(self):
         namespaces = run_readme_usage(self.readme)
