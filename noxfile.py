@@ -9,7 +9,9 @@ Sessions (``nox -l`` lists them all; ``nox -t ci`` is the full CPU check):
 * ``build(<dist>)``              hatch builds wheel and sdist; the wheel is installed alone
                                  into a clean environment, which runs the README usage
 * ``min_versions(<dist>)``       the JAX tests against the oldest declared jax/flax
-* ``demo``                       the main job: every package's README usage example
+* ``demo``                       the main job: examples/train.py trains the default architecture
+* ``examples``                   the training program's tests
+* ``usage``                      every package's README usage example, all packages together
 
 The torch used by ``parity`` is ``torch==2.13.0``; where pip is configured with a
 ``find-links`` folder (a CPU build of torch), uv is pointed at it too, because uv does not
@@ -226,9 +228,42 @@ def min_versions(session: nox.Session, dist: str) -> None:
     )
 
 
+def _install_examples(session: nox.Session, *extra: str) -> None:
+    """Every distribution from source plus what ``examples/train.py`` needs."""
+    session.install(
+        *(str(path) for path in DISTS.values()), "-r", str(ROOT / "examples" / "requirements.txt"), *extra
+    )
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: install every package and run its README usage example."""
+    """The main job: train the default architecture on digits (``nox -s demo -- --arch cvt``)."""
+    _install_examples(session)
+    session.run("python", str(ROOT / "examples" / "train.py"), *session.posargs)
+
+
+@nox.session(tags=["ci"])
+def examples(session: nox.Session) -> None:
+    """The training program's tests: data, one step per architecture, checkpoints, resume,
+    eight simulated devices."""
+    _install_examples(session, "pytest>=8", "pytest-xdist>=3")
+    session.run(
+        "pytest",
+        str(ROOT / "examples" / "tests"),
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "auto",
+        "--maxprocesses",
+        "4",
+        *session.posargs,
+        env={"JAX_PLATFORMS": "cpu"},
+    )
+
+
+@nox.session
+def usage(session: nox.Session) -> None:
+    """Every package's README usage example, with all packages installed together."""
     session.install(*(str(path) for path in DISTS.values()))
     for dist in MODELS:
         session.log(f"{dist}: README usage")

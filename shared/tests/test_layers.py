@@ -16,6 +16,7 @@ from vit_layers_flax import (
     ChanLayerNorm,
     ConversionError,
     LayerNorm,
+    SoftmaxAttention,
     StateDict,
     apply_attention,
     attention_weights,
@@ -108,6 +109,28 @@ def test_attention_fused_path_equals_explicit_weights():
     explicit = apply_attention(attention_weights(q, k), v)
     np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-5)
     assert attention_weights(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16)).dtype == jnp.float32
+
+
+def test_softmax_attention_with_bias_fused_equals_explicit_and_dropout_only_in_training():
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 5, 3, 8)) for i in range(3))
+    bias = jax.random.normal(jax.random.key(3), (3, 5, 5))  # one (heads, q, k) bias for every batch row
+    attend = SoftmaxAttention(dropout=0.5)
+    fused = attend.apply({}, q, k, v, bias)
+    explicit = apply_attention(attention_weights(q, k, bias=bias), v)
+    np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-5)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * 8**-0.5 + bias
+    np.testing.assert_allclose(
+        attention_weights(q, k, bias=bias), jax.nn.softmax(logits, -1), rtol=1e-5, atol=1e-6
+    )
+    assert not np.allclose(
+        attend.apply({}, q, k, v, bias, train=True, rngs={"dropout": jax.random.key(1)}), fused
+    )
+
+
+def test_attention_weights_accumulate_in_float64_under_x64():
+    with jax.enable_x64(True):
+        q = jax.random.normal(jax.random.key(0), (1, 3, 2, 4), jnp.float64)
+        assert attention_weights(q, q).dtype == jnp.float64
 
 
 def test_attention_identity_out_projection_rule():

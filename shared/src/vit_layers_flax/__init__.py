@@ -6,7 +6,7 @@ layer dropping, input validation and the vit-pytorch weight-conversion helpers. 
 contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
 """
 
-from vit_layers_flax.attention import Attention, apply_attention, attention_weights
+from vit_layers_flax.attention import Attention, SoftmaxAttention, apply_attention, attention_weights
 from vit_layers_flax.batch_norm import BatchNorm
 from vit_layers_flax.checkpoint import load_torch_state_dict
 from vit_layers_flax.conversion import (
@@ -42,6 +42,7 @@ __all__ = [
     "LayerNorm",
     "MlpHead",
     "PatchEmbedding",
+    "SoftmaxAttention",
     "StateDict",
     "Transformer",
     "TransformerBlock",

@@ -11,22 +11,54 @@ from vit_layers_flax.layer_norm import LayerNorm
 from vit_layers_flax.typing import Array, Dtype
 
 
-def attention_weights(q: Array, k: Array, scale: float | None = None) -> Array:
-    """Softmax attention weights, computed in float32.
+def attention_weights(q: Array, k: Array, scale: float | None = None, bias: Array | None = None) -> Array:
+    """Softmax attention weights, computed in float32 (or wider, under x64).
 
     ``q: (batch, q_len, heads, dim_head)``, ``k: (batch, kv_len, heads, dim_head)``
-    ``-> (batch, heads, q_len, kv_len)`` in float32. Used where the weights themselves
-    are needed (attention dropout, re-attention, talking heads).
+    ``-> (batch, heads, q_len, kv_len)``. ``bias`` (broadcastable to that shape, e.g. a
+    ``(heads, q_len, kv_len)`` relative position bias) is added to the scaled logits.
+    Used where the weights themselves are needed (attention dropout, re-attention,
+    talking heads).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    return jax.nn.softmax(logits * scale, axis=-1)
+    accumulate = jnp.promote_types(q.dtype, jnp.float32)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=accumulate) * scale
+    if bias is not None:
+        logits = logits + bias.astype(accumulate)
+    return jax.nn.softmax(logits, axis=-1)
 
 
 def apply_attention(weights: Array, v: Array) -> Array:
     """``weights: (batch, heads, q_len, kv_len)``, ``v: (batch, kv_len, heads, dim_head)``
     ``-> (batch, q_len, heads, dim_head)`` in ``v``'s dtype."""
     return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+
+
+class SoftmaxAttention(nn.Module):
+    """Scaled dot-product softmax attention with dropout on the weights; no parameters.
+
+    ``q: (batch, q_len, heads, dim_head)``, ``k``, ``v: (batch, kv_len, heads, dim_head)``,
+    optional ``bias`` broadcastable to ``(batch, heads, q_len, kv_len)``
+    ``-> (batch, q_len, heads, dim_head)``. In evaluation (or with ``dropout == 0``) it is
+    :func:`jax.nn.dot_product_attention`, which picks a fused kernel where the backend has
+    one (``implementation``: ``None`` for XLA's choice, ``'xla'`` or ``'cudnn'``); dropout
+    on the attention weights in training needs the weights, so it computes them
+    (:func:`attention_weights`, float32 softmax) and drops with the ``'dropout'`` rng.
+    """
+
+    dropout: float = 0.0
+    implementation: str | None = None
+
+    @nn.compact
+    def __call__(
+        self, q: Array, k: Array, v: Array, bias: Array | None = None, *, train: bool = False
+    ) -> Array:
+        if train and self.dropout > 0:
+            weights = nn.Dropout(self.dropout)(attention_weights(q, k, bias=bias), deterministic=False)
+            return apply_attention(weights, v)
+        if bias is not None:
+            bias = jnp.broadcast_to(bias, (q.shape[0], q.shape[2], q.shape[1], k.shape[1])).astype(q.dtype)
+        return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation=self.implementation)
 
 
 class Attention(nn.Module):
@@ -36,11 +68,9 @@ class Attention(nn.Module):
 
     Parameters mirror the reference: ``norm``, ``to_qkv`` (no bias) and ``to_out``.
     ``to_out`` is absent when ``heads == 1 and dim_head == dim`` unless
-    ``project_out`` says otherwise. In evaluation (or with ``dropout == 0``) the
-    attention runs through :func:`jax.nn.dot_product_attention`, which picks a fused
-    kernel where the backend has one (``implementation``: ``None`` for XLA's choice,
-    ``'xla'`` or ``'cudnn'``); attention-weight dropout in training needs the weights,
-    so it takes the explicit einsum path.
+    ``project_out`` says otherwise. The attention itself is :class:`SoftmaxAttention`
+    (:func:`jax.nn.dot_product_attention` with ``implementation``, or the explicit weights
+    when training with attention dropout).
     """
 
     dim: int
@@ -65,11 +95,7 @@ class Attention(nn.Module):
         x = LayerNorm(name="norm", **dense)(x)
         qkv = nn.Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
         q, k, v = rearrange(qkv, "b n (three h d) -> three b n h d", three=3, h=self.heads)
-        if train and self.dropout > 0:
-            weights = nn.Dropout(self.dropout)(attention_weights(q, k), deterministic=False)
-            out = apply_attention(weights, v)
-        else:
-            out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+        out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, train=train)
         out = rearrange(out, "b n h d -> b n (h d)")
         if not self.projects_out:
             return out

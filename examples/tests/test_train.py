@@ -1,0 +1,239 @@
+"""The pieces of ``examples/train.py``: data and its errors, one step per architecture,
+checkpoints, resume, and the sharded step. Full training runs are not tests here
+(``nox -s demo`` runs one)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import train
+from configs import RECIPES
+from data import DataError, load_digits_dataset, load_folder_dataset
+
+HERE = Path(__file__).resolve().parent
+
+
+def _small_digits(arch: str, n_train: int = 96, n_test: int = 40):
+    recipe = RECIPES[arch]
+    data = load_digits_dataset(recipe.image_size).with_channels(recipe.input_channels(1))
+    return dataclasses.replace(
+        data,
+        train_images=data.train_images[:n_train],
+        train_labels=data.train_labels[:n_train],
+        test_images=data.test_images[:n_test],
+        test_labels=data.test_labels[:n_test],
+    )
+
+
+# data ---------------------------------------------------------------------------------------
+
+
+def test_digits_split_is_seeded_stratified_and_standardised():
+    a, b = load_digits_dataset(16), load_digits_dataset(16)
+    assert a.train_images.shape == (1437, 16, 16, 1) and a.test_images.shape == (360, 16, 16, 1)
+    assert a.train_images.dtype == np.float32 and a.train_labels.dtype == np.int32
+    np.testing.assert_array_equal(a.test_labels, b.test_labels)
+    np.testing.assert_array_equal(a.train_images, b.train_images)
+    assert not np.array_equal(load_digits_dataset(16, seed=1).test_labels, a.test_labels)
+    assert set(np.bincount(a.test_labels)) <= {35, 36, 37}  # stratified: ~36 per class
+    assert abs(float(a.train_images.mean())) < 1e-4 and abs(float(a.train_images.std()) - 1) < 1e-3
+    assert a.with_channels(3).train_images.shape == (1437, 16, 16, 3)
+
+
+def _write_images(folder: Path, sizes: list[tuple[int, int]], color: tuple[int, int, int]) -> None:
+    folder.mkdir(parents=True)
+    for i, size in enumerate(sizes):
+        Image.new("RGB", size, color).save(folder / f"{i}.png")
+
+
+def test_folder_dataset_reads_classes_resizes_and_splits(tmp_path):
+    _write_images(tmp_path / "cats", [(20, 30), (40, 40), (9, 9), (32, 16)], (250, 10, 10))
+    _write_images(tmp_path / "dogs", [(12, 12), (50, 20), (33, 33), (8, 64)], (10, 10, 250))
+    data = load_folder_dataset(tmp_path, 24, test_fraction=0.5)
+    assert data.classes == ("cats", "dogs")
+    assert data.train_images.shape == (4, 24, 24, 3) and data.test_images.shape == (4, 24, 24, 3)
+    assert sorted(data.test_labels.tolist()) == [0, 0, 1, 1]
+    # red images are cats, blue ones dogs, after standardisation too
+    red_minus_blue = data.test_images[..., 0].mean(axis=(1, 2)) - data.test_images[..., 2].mean(axis=(1, 2))
+    assert ((red_minus_blue > 0) == (data.test_labels == 0)).all()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: None, "no such folder"),
+        (lambda root: root.mkdir(), "found no subfolders"),
+        (lambda root: _write_images(root / "only", [(8, 8)] * 3, (1, 2, 3)), "at least two classes"),
+        (
+            lambda root: (
+                (root / "a").mkdir(parents=True) or _write_images(root / "b", [(8, 8)] * 2, (0, 0, 0))
+            ),
+            "'a' has no images",
+        ),
+        (
+            lambda root: (
+                _write_images(root / "a", [(8, 8)], (0, 0, 0))
+                or _write_images(root / "b", [(8, 8)] * 2, (0, 0, 0))
+            ),
+            "at least two images",
+        ),
+    ],
+    ids=["missing", "empty", "one-class", "empty-class", "one-image-class"],
+)
+def test_folder_dataset_errors_say_what_is_wrong(tmp_path, make, message):
+    root = tmp_path / "data"
+    make(root)
+    with pytest.raises(DataError, match=message):
+        load_folder_dataset(root, 16)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    _write_images(tmp_path / "a", [(8, 8)] * 2, (0, 0, 0))
+    _write_images(tmp_path / "b", [(8, 8)] * 2, (9, 9, 9))
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"cannot read image .*broken\.png"):
+        load_folder_dataset(tmp_path, 16)
+
+
+def test_command_line_stops_with_a_clear_message_on_bad_data(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SystemExit) as info:
+        train.main(["--data", str(tmp_path / "data"), "--workdir", str(tmp_path / "run"), "--no-progress"])
+    assert "error: --data" in str(info.value) and "no subfolders" in str(info.value)
+
+
+# one training step per architecture -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", sorted(RECIPES))
+def test_one_training_step(arch):
+    recipe = RECIPES[arch]
+    config = train.Config(arch=arch, batch_size=8).resolved()
+    mesh = train.make_mesh()
+    channels = recipe.input_channels(1)
+    images = np.asarray(
+        jax.random.normal(jax.random.key(0), (8, recipe.image_size, recipe.image_size, channels))
+    )
+    labels = np.arange(8, dtype=np.int32) % 10
+    model = recipe.build(num_classes=10, channels=channels)
+    state = train.create_state(model, train.make_optimizer(config, steps_per_epoch=10), images, 0, mesh)
+    before = jax.tree.map(np.asarray, (state.params, state.batch_stats))
+    steps = train.Steps(mesh)
+    state, metrics = steps.train(state, *steps.shard(images, labels), jax.random.key(1))
+    assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["accuracy"]) <= 1
+    assert int(state.step) == 1
+    # the first step's learning rate is 0 (warmup from 0): the second one moves every weight matrix
+    state, _ = steps.train(state, *steps.shard(images, labels), jax.random.key(1))
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before[0], jax.device_get(state.params))
+    assert all(jax.tree.leaves(moved)), "some parameters did not change after two steps"
+    if before[1]:  # BatchNorm models update their running statistics in training
+        changed = jax.tree.map(
+            lambda a, b: not np.array_equal(a, b), before[1], jax.device_get(state.batch_stats)
+        )
+        assert all(jax.tree.leaves(changed))
+    accuracy = train.evaluate(state, steps, images, labels, batch_size=8)["accuracy"]
+    assert 0 <= accuracy <= 1
+
+
+def test_bfloat16_computes_in_bfloat16_with_float32_parameters():
+    recipe = RECIPES["vit"]
+    config = train.Config(batch_size=8, dtype="bfloat16").resolved()
+    images = np.asarray(jax.random.normal(jax.random.key(0), (8, recipe.image_size, recipe.image_size, 1)))
+    model = recipe.build(num_classes=10, channels=1, dtype=jnp.bfloat16)
+    state = train.create_state(model, train.make_optimizer(config, 10), images, 0, train.make_mesh())
+    assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+    assert state.apply_fn({"params": state.params}, images).dtype == jnp.bfloat16
+    steps = train.Steps(train.make_mesh())
+    state, metrics = steps.train(state, *steps.shard(images, np.zeros(8, np.int32)), jax.random.key(1))
+    assert np.isfinite(float(metrics["loss"]))
+
+
+# checkpoints and resume ---------------------------------------------------------------------
+
+
+def _same_leaves(a, b) -> bool:
+    """Step, parameters, optimizer state and BatchNorm statistics are bit-identical."""
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(leaves_a) == len(leaves_b) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b, strict=True)
+    )
+
+
+def _run(workdir: Path, data, *, epochs: int = 2, resume: bool = False, arch: str = "vit"):
+    config = train.Config(arch=arch, epochs=epochs, batch_size=32, warmup_epochs=1)
+    return train.train(config, workdir, resume=resume, progress=False, dataset=data)
+
+
+def test_checkpoint_restores_the_state_and_its_accuracy_exactly(tmp_path):
+    data = _small_digits("vit")
+    result = _run(tmp_path, data, epochs=1)
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0
+    assert json.loads((tmp_path / "run.json").read_text())["arch"] == "vit"
+
+    checkpoints = train.Checkpoints(tmp_path)
+    assert checkpoints.latest_epoch() == 0
+    restored, history = checkpoints.restore(0, like=result["state"])
+    checkpoints.close()
+    assert history == result["history"]
+    assert _same_leaves(restored, result["state"])
+    accuracy = train.evaluate(restored, result["steps"], data.test_images, data.test_labels, 32)["accuracy"]
+    assert accuracy == history[-1]["test_accuracy"]
+
+
+@pytest.mark.parametrize("arch", ["vit", "cvt"])  # cvt: BatchNorm statistics are restored too
+def test_resume_after_an_interruption_continues_exactly(tmp_path, arch):
+    data = _small_digits(arch)
+    straight = _run(tmp_path / "straight", data, epochs=2, arch=arch)
+
+    # an interrupted run: the same run, whose last epoch never reached its checkpoint
+    shutil.copytree(tmp_path / "straight", tmp_path / "interrupted")
+    shutil.rmtree(tmp_path / "interrupted" / "checkpoints" / "1")
+    resumed = _run(tmp_path / "interrupted", data, epochs=2, resume=True, arch=arch)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+    drop_time = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
+    assert drop_time(resumed["history"]) == drop_time(straight["history"])
+    assert _same_leaves(resumed["state"], straight["state"])
+
+
+def test_runs_do_not_mix(tmp_path):
+    data = _small_digits("vit")
+    _run(tmp_path, data, epochs=1)
+    with pytest.raises(SystemExit, match="holds checkpoints"):
+        _run(tmp_path, data, epochs=1)
+    with pytest.raises(SystemExit, match="epochs: saved 1, now 2"):
+        _run(tmp_path, data, epochs=2, resume=True)
+    with pytest.raises(SystemExit, match="no run to resume"):
+        _run(tmp_path / "elsewhere", data, resume=True)
+
+
+# many devices -------------------------------------------------------------------------------
+
+
+def _sharded_losses(arch: str, devices: int) -> dict:
+    flags = f"--xla_force_host_platform_device_count={devices}"
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    script = str(HERE / "sharded_losses.py")
+    out = subprocess.run([sys.executable, script, arch], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("arch", ["vit", "cvt"])  # cvt: BatchNorm statistics over the whole sharded batch
+def test_eight_simulated_devices_give_the_single_device_losses(arch):
+    one, eight = _sharded_losses(arch, 1), _sharded_losses(arch, 8)
+    assert (one["devices"], eight["devices"]) == (1, 8)
+    # three AdamW steps, dropout included, in float64: equal up to the order of the batch
+    # reductions (float32 differs by ~1e-5 here: see sharded_losses.py)
+    np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-12)
