@@ -15,6 +15,7 @@ from vit_layers_flax import (
     BatchNorm,
     ChanLayerNorm,
     ConversionError,
+    FeedForward,
     LayerNorm,
     SoftmaxAttention,
     StateDict,
@@ -27,7 +28,9 @@ from vit_layers_flax import (
     finalize,
     layer_keep_mask,
     load_torch_state_dict,
+    merge_windows,
     pair,
+    partition_windows,
     posemb_sincos_2d,
     unfold,
 )
@@ -127,10 +130,47 @@ def test_softmax_attention_with_bias_fused_equals_explicit_and_dropout_only_in_t
     )
 
 
+def test_softmax_attention_takes_values_wider_than_keys():
+    q, k = (jax.random.normal(jax.random.key(i), (2, 5, 3, 4)) for i in range(2))
+    v = jax.random.normal(jax.random.key(2), (2, 5, 3, 6))
+    out = SoftmaxAttention().apply({}, q, k, v)
+    assert out.shape == (2, 5, 3, 6)
+    np.testing.assert_allclose(out, apply_attention(attention_weights(q, k), v), rtol=1e-6)
+
+
+def test_attention_adds_its_bias_and_feed_forward_output_dropout_is_optional():
+    attn = Attention(16, heads=2, dim_head=8)
+    params = attn.init(jax.random.key(0), x_tokens)
+    bias = jnp.zeros((2, 5, 5)).at[:, :, 0].set(-1e9)  # no token may attend to token 0
+    masked = attn.apply(params, x_tokens, bias)
+    changed = attn.apply(params, x_tokens.at[:, 0].multiply(3.0), bias)
+    assert not np.allclose(masked, attn.apply(params, x_tokens))
+    # token 0 reaches the others only through attention, which the bias shuts off
+    np.testing.assert_allclose(masked[:, 1:], changed[:, 1:], rtol=1e-5, atol=1e-6)
+    ff = FeedForward(16, 32, dropout=0.5, output_dropout=False)
+    ff_params = ff.init(jax.random.key(0), x_tokens)
+    rngs = {"dropout": jax.random.key(1)}
+    out = ff.apply(ff_params, x_tokens, train=True, rngs=rngs)
+    with_output_dropout = FeedForward(16, 32, dropout=0.5).apply(ff_params, x_tokens, train=True, rngs=rngs)
+    assert int((with_output_dropout == 0).sum()) > int((out == 0).sum())
+
+
 def test_attention_weights_accumulate_in_float64_under_x64():
     with jax.enable_x64(True):
         q = jax.random.normal(jax.random.key(0), (1, 3, 2, 4), jnp.float64)
         assert attention_weights(q, q).dtype == jnp.float64
+
+
+def test_partition_and_merge_windows_are_inverse_reshapes():
+    x = np.arange(2 * 8 * 12 * 3, dtype=np.float32).reshape(2, 8, 12, 3)
+    windows = partition_windows(x, (4, 3))  # a 2x4 grid of 4x3 windows per image
+    assert windows.shape == (2 * 2 * 4, 12, 3)
+    np.testing.assert_array_equal(windows[1], x[0, :4, 3:6].reshape(12, 3))  # row-major windows
+    np.testing.assert_array_equal(windows[4], x[0, 4:, :3].reshape(12, 3))
+    np.testing.assert_array_equal(merge_windows(windows, (4, 3), (8, 12)), x)
+    np.testing.assert_array_equal(
+        partition_windows(x, 4), x.reshape(2, 2, 4, 3, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(12, 16, 3)
+    )
 
 
 def test_attention_identity_out_projection_rule():

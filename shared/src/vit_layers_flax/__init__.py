@@ -29,6 +29,7 @@ from vit_layers_flax.position_embedding import posemb_sincos_2d
 from vit_layers_flax.transformer import Transformer, TransformerBlock
 from vit_layers_flax.unfold import unfold, unfold_output_size
 from vit_layers_flax.validation import cast_tuple, check_config, check_images, check_stage_size, pair
+from vit_layers_flax.windows import merge_windows, partition_windows
 
 __version__ = "0.1.0"
 
@@ -58,8 +59,10 @@ __all__ = [
     "finalize",
     "layer_keep_mask",
     "load_torch_state_dict",
+    "merge_windows",
     "mlp_head_params",
     "pair",
+    "partition_windows",
     "patch_embedding_params",
     "patchify",
     "posemb_sincos_2d",

@@ -37,13 +37,17 @@ def apply_attention(weights: Array, v: Array) -> Array:
 class SoftmaxAttention(nn.Module):
     """Scaled dot-product softmax attention with dropout on the weights; no parameters.
 
-    ``q: (batch, q_len, heads, dim_head)``, ``k``, ``v: (batch, kv_len, heads, dim_head)``,
-    optional ``bias`` broadcastable to ``(batch, heads, q_len, kv_len)``
-    ``-> (batch, q_len, heads, dim_head)``. In evaluation (or with ``dropout == 0``) it is
+    ``q: (batch, q_len, heads, dim_key)``, ``k: (batch, kv_len, heads, dim_key)``,
+    ``v: (batch, kv_len, heads, dim_value)``, optional ``bias`` broadcastable to
+    ``(batch, heads, q_len, kv_len)`` (e.g. one ``(heads, q_len, kv_len)`` relative
+    position bias for every window) ``-> (batch, q_len, heads, dim_value)``; the scale is
+    ``dim_key ** -0.5``. In evaluation (or with ``dropout == 0``) it is
     :func:`jax.nn.dot_product_attention`, which picks a fused kernel where the backend has
-    one (``implementation``: ``None`` for XLA's choice, ``'xla'`` or ``'cudnn'``); dropout
-    on the attention weights in training needs the weights, so it computes them
-    (:func:`attention_weights`, float32 softmax) and drops with the ``'dropout'`` rng.
+    one (``implementation``: ``None`` for XLA's choice, ``'xla'`` or ``'cudnn'``). Dropout
+    on the attention weights in training needs the weights, and the fused function needs
+    ``dim_key == dim_value``; otherwise the weights are computed explicitly
+    (:func:`attention_weights`, float32 softmax), dropped with the ``'dropout'`` rng in
+    training, and applied to ``v``.
     """
 
     dropout: float = 0.0
@@ -53,11 +57,11 @@ class SoftmaxAttention(nn.Module):
     def __call__(
         self, q: Array, k: Array, v: Array, bias: Array | None = None, *, train: bool = False
     ) -> Array:
-        if train and self.dropout > 0:
-            weights = nn.Dropout(self.dropout)(attention_weights(q, k, bias=bias), deterministic=False)
+        if (train and self.dropout > 0) or k.shape[-1] != v.shape[-1]:
+            weights = nn.Dropout(self.dropout)(attention_weights(q, k, bias=bias), deterministic=not train)
             return apply_attention(weights, v)
-        if bias is not None:
-            bias = jnp.broadcast_to(bias, (q.shape[0], q.shape[2], q.shape[1], k.shape[1])).astype(q.dtype)
+        if bias is not None:  # 4-D, broadcast by the kernel over batch (and heads, if shared)
+            bias = jnp.reshape(bias, (1,) * (4 - bias.ndim) + bias.shape).astype(q.dtype)
         return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation=self.implementation)
 
 
@@ -90,12 +94,14 @@ class Attention(nn.Module):
         return not (self.heads == 1 and self.dim_head == self.dim)
 
     @nn.compact
-    def __call__(self, x: Array, *, train: bool = False) -> Array:
+    def __call__(self, x: Array, bias: Array | None = None, *, train: bool = False) -> Array:
+        """``bias`` (optional, broadcastable to ``(batch, heads, tokens, tokens)``) is added
+        to the scaled logits, e.g. a relative position bias."""
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(name="norm", **dense)(x)
         qkv = nn.Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
         q, k, v = rearrange(qkv, "b n (three h d) -> three b n h d", three=3, h=self.heads)
-        out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, train=train)
+        out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, bias, train=train)
         out = rearrange(out, "b n h d -> b n (h d)")
         if not self.projects_out:
             return out

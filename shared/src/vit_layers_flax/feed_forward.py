@@ -12,12 +12,16 @@ from vit_layers_flax.typing import Array, Dtype
 class FeedForward(nn.Module):
     """``LayerNorm -> Dense(hidden_dim) -> GELU (exact) -> Dropout -> Dense(dim) -> Dropout``.
 
-    ``(batch, tokens, dim) -> (batch, tokens, dim)``; parameters ``norm``, ``fc1``, ``fc2``.
+    ``(..., dim) -> (..., dim)`` (tokens, or an NHWC map: a 1x1 convolution is a Dense on
+    the channel axis); parameters ``norm``, ``fc1``, ``fc2``. ``output_dropout=False``
+    leaves out the last dropout, for references whose feed-forward ends with the second
+    projection (CrossFormer, RegionViT).
     """
 
     dim: int
     hidden_dim: int
     dropout: float = 0.0
+    output_dropout: bool = True
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -29,4 +33,6 @@ class FeedForward(nn.Module):
         x = nn.gelu(x, approximate=False)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         x = nn.Dense(self.dim, name="fc2", **dense)(x)
+        if not self.output_dropout:
+            return x
         return nn.Dropout(self.dropout)(x, deterministic=not train)

@@ -1,0 +1,320 @@
+"""CrossFormer: "A Versatile Vision Transformer Hinging on Cross-scale Attention" (Wang et al., 2022),
+after vit-pytorch's ``crossformer.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from crossformer_flax.attention import WindowAttention
+from crossformer_flax.cross_embed import CrossEmbedLayer, conv_output_size, scale_dims
+from vit_layers_flax import (
+    FeedForward,
+    Transformer,
+    cast_tuple,
+    check_config,
+    check_images,
+    check_stage_size,
+)
+from vit_layers_flax.typing import Array, Dtype
+
+#: the reference's attention always has 32 channels per head (its ``Transformer`` does not pass ``dim_head``).
+DIM_HEAD = 32
+#: the reference's feed-forward always expands by 4 (``mult`` is not passed either).
+FF_MULT = 4
+NUM_STAGES = 4
+
+
+class CrossFormerBlock(nn.Module):
+    """One layer of the reference's ``crossformer.Transformer``: ``(batch, H, W, dim)`` in and out.
+
+    ``x + short_attn(x)``, ``x + short_ff(x)``, ``x + long_attn(x)``, ``x + long_ff(x)``: a
+    short-distance :class:`~crossformer_flax.attention.WindowAttention` on adjacent
+    ``local_window_size`` windows and a long-distance one on ``global_window_size`` windows
+    of spaced positions, each followed by a :class:`vit_layers_flax.FeedForward`
+    (the reference's ``layers.{i}.0`` ... ``.3``). Built by the shared
+    :class:`vit_layers_flax.Transformer` as its ``block_cls``: ``dropout`` is the
+    feed-forward dropout, ``attn_dropout`` the attention-weight dropout.
+    """
+
+    dim: int
+    heads: int
+    dim_head: int
+    mlp_dim: int
+    dropout: float = 0.0
+    attention_cls: Any = WindowAttention
+    attention_kwargs: Mapping[str, Any] | None = None
+    local_window_size: int = 7
+    global_window_size: int = 1
+    attn_dropout: float = 0.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        for attn_type, window in (("short", self.local_window_size), ("long", self.global_window_size)):
+            attn = self.attention_cls(
+                self.dim,
+                attn_type=attn_type,
+                window_size=window,
+                heads=self.heads,
+                dim_head=self.dim_head,
+                dropout=self.attn_dropout,
+                name=f"{attn_type}_attn",
+                **dtypes,
+                **(self.attention_kwargs or {}),
+            )
+            x = x + attn(x, train=train)
+            # the reference's feed-forward (channel LayerNorm, 1x1 convs) ends with its second
+            # projection: the shared FeedForward on the channel axis, without output dropout
+            ff = FeedForward(
+                self.dim,
+                self.mlp_dim,
+                dropout=self.dropout,
+                output_dropout=False,
+                name=f"{attn_type}_ff",
+                **dtypes,
+            )
+            x = x + ff(x, train=train)
+        return x
+
+
+class Stage(nn.Module):
+    """One CrossFormer stage: ``(batch, H, W, C) -> (batch, H', W', dim)``.
+
+    The :class:`~crossformer_flax.cross_embed.CrossEmbedLayer` (``cel``, the reference's
+    ``layers.{s}.0``) embeds and downsamples by ``stride``; ``depth``
+    :class:`CrossFormerBlock` s (``transformer``, ``.1``: the shared
+    :class:`vit_layers_flax.Transformer`, without final norm) run on the ``H' x W'`` map.
+    """
+
+    dim: int
+    depth: int
+    local_window_size: int
+    global_window_size: int
+    kernel_sizes: Sequence[int]
+    stride: int
+    attn_dropout: float = 0.0
+    ff_dropout: float = 0.0
+    attention_implementation: str | None = None
+    remat: bool = False
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = CrossEmbedLayer(self.dim, tuple(self.kernel_sizes), self.stride, name="cel", **dtypes)(x)
+        return Transformer(
+            self.dim,
+            self.depth,
+            self.dim // DIM_HEAD,
+            DIM_HEAD,
+            self.dim * FF_MULT,
+            dropout=self.ff_dropout,
+            final_norm=False,
+            attention_cls=WindowAttention,
+            attention_kwargs={"implementation": self.attention_implementation},
+            block_cls=CrossFormerBlock,
+            block_kwargs={
+                "local_window_size": self.local_window_size,
+                "global_window_size": self.global_window_size,
+                "attn_dropout": self.attn_dropout,
+            },
+            remat=self.remat,
+            name="transformer",
+            **dtypes,
+        )(x, train=train)
+
+
+class CrossFormer(nn.Module):
+    """CrossFormer: four stages of cross-scale embedding and long/short distance attention.
+
+    ``(batch, height, width, channels) -> (batch, num_classes)``; with
+    ``return_features=True``, a tuple of the four stages' NHWC feature maps
+    ``(batch, H_s, W_s, dim[s])`` instead (the head is not run).
+
+    Attributes follow vit-pytorch's ``CrossFormer``; ``dim``, ``depth``,
+    ``global_window_size``, ``local_window_size`` and ``cross_embed_strides`` take an int
+    for all four stages or one value per stage, ``cross_embed_kernel_sizes`` one sequence of
+    kernel sizes per stage. Stage ``s`` (``layers_{s}``) embeds its input with one
+    convolution per kernel size, all of stride ``cross_embed_strides[s]`` and padding
+    ``(kernel - stride) // 2``, concatenated to ``dim[s]`` channels (the smallest kernel gets
+    ``dim / 2``, the next ``dim / 4``, ..., the largest the rest), then runs ``depth[s]``
+    layers of short-distance attention (within adjacent ``local_window_size[s]`` windows),
+    feed-forward, long-distance attention (within ``global_window_size[s]`` windows of
+    positions ``H_s / global_window_size[s]`` apart) and feed-forward. Attentions have
+    ``dim[s] // 32`` heads of 32 channels and a dynamic position bias; the feed-forwards
+    expand by 4. The last map is averaged over space and classified by ``to_logits``.
+
+    Images of any size are taken whose stage maps split into the stages' windows: a stage
+    map's side is its input's side ``// stride`` (``(side - 1) // stride`` for kernels with
+    odd ``kernel - stride``), and for every stage with ``depth > 0`` it must be a multiple
+    of both window sizes (a ``ValueError`` at trace time names the stage and the window).
+    :meth:`stage_sizes` gives the maps' sizes.
+
+    ``attn_dropout`` acts on the attention weights, ``ff_dropout`` inside the feed-forwards,
+    only when ``train=True`` (rng stream ``'dropout'``). ``attention_implementation`` is
+    passed to :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``);
+    ``remat`` rematerialises each layer in the backward pass (less memory, same results).
+    ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+    """
+
+    dim: int | Sequence[int] = (64, 128, 256, 512)
+    depth: int | Sequence[int] = (2, 2, 8, 2)
+    global_window_size: int | Sequence[int] = (8, 4, 2, 1)
+    local_window_size: int | Sequence[int] = 7
+    cross_embed_kernel_sizes: Sequence[Sequence[int]] = ((4, 8, 16, 32), (2, 4), (2, 4), (2, 4))
+    cross_embed_strides: int | Sequence[int] = (4, 2, 2, 2)
+    num_classes: int = 1000
+    attn_dropout: float = 0.0
+    ff_dropout: float = 0.0
+    channels: int = 3
+    attention_implementation: str | None = None
+    remat: bool = False
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    def stage_configs(self) -> list[dict[str, Any]]:
+        """The four stages' ``dim``, ``depth``, window sizes, ``kernel_sizes`` and ``stride``."""
+        fields = {
+            "dim": cast_tuple(self.dim, NUM_STAGES),
+            "depth": cast_tuple(self.depth, NUM_STAGES),
+            "local_window_size": cast_tuple(self.local_window_size, NUM_STAGES),
+            "global_window_size": cast_tuple(self.global_window_size, NUM_STAGES),
+            "kernel_sizes": cast_tuple(self.cross_embed_kernel_sizes, NUM_STAGES),
+            "stride": cast_tuple(self.cross_embed_strides, NUM_STAGES),
+        }
+        return [{name: values[s] for name, values in fields.items()} for s in range(NUM_STAGES)]
+
+    def __post_init__(self):
+        check_config(
+            self.num_classes > 0, f"CrossFormer: num_classes must be positive, received {self.num_classes}"
+        )
+        check_config(self.channels > 0, f"CrossFormer: channels must be positive, received {self.channels}")
+        for name in ("attn_dropout", "ff_dropout"):
+            value = getattr(self, name)
+            check_config(0.0 <= value < 1.0, f"CrossFormer: {name} must be in [0, 1), received {value}")
+        try:
+            stages = self.stage_configs()
+        except ValueError as error:  # a per-stage value without four entries
+            raise ValueError(f"CrossFormer: one value or four (one per stage) expected: {error}") from None
+        for s, config in enumerate(stages, start=1):
+            kernels = config["kernel_sizes"]
+            check_config(
+                isinstance(kernels, Sequence) and len(kernels) > 0,
+                f"CrossFormer: cross_embed_kernel_sizes must hold a non-empty sequence of kernel sizes per "
+                f"stage, received {kernels!r} for stage {s}",
+            )
+            bad = {
+                k: v
+                for k, v in config.items()
+                if k != "kernel_sizes" and not (v >= 0 if k == "depth" else v > 0)
+            }
+            check_config(
+                not bad,
+                f"CrossFormer: stage {s} sizes must be positive (depth non-negative), received "
+                + ", ".join(f"{k}={v}" for k, v in bad.items()),
+            )
+            check_config(
+                config["dim"] >= DIM_HEAD,
+                f"CrossFormer: stage {s} dim must be at least {DIM_HEAD} (heads = dim // {DIM_HEAD}), "
+                f"received {config['dim']}",
+            )
+            check_config(
+                min(kernels) >= config["stride"],
+                f"CrossFormer: stage {s} cross-embedding kernels {tuple(kernels)} must not be smaller than "
+                f"its stride {config['stride']} (the padding (kernel - stride) // 2 would be negative)",
+            )
+            check_config(
+                config["stride"] > 1 or len({k % 2 for k in kernels}) == 1,
+                f"CrossFormer: stage {s} cross-embedding kernels {tuple(kernels)} mix odd and even sizes with "
+                f"stride 1: their outputs always differ by one pixel and cannot be concatenated",
+            )
+            check_config(
+                min(scale_dims(config["dim"], len(kernels))) > 0,
+                f"CrossFormer: stage {s} dim {config['dim']} is too small for {len(kernels)} kernel sizes: "
+                f"their convolutions would get {scale_dims(config['dim'], len(kernels))} channels",
+            )
+        super().__post_init__()
+
+    def stage_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """``(H_s, W_s)`` of the four stages' feature maps for ``height x width`` images.
+
+        Computed from each stage's smallest kernel; sizes below one, or kernels that
+        disagree, are reported by the model at trace time.
+        """
+        sizes = []
+        for config in self.stage_configs():
+            kernel, stride = min(config["kernel_sizes"]), config["stride"]
+            height, width = conv_output_size(height, kernel, stride), conv_output_size(width, kernel, stride)
+            sizes.append((height, width))
+        return sizes
+
+    def _check_stage_sizes(self, img: Array) -> None:
+        """Raise a ``ValueError`` naming the stage whose feature map these images do not fit."""
+        shape = tuple(img.shape)
+        height, width = shape[1:3]
+        for s, config in enumerate(self.stage_configs(), start=1):
+            kernels, stride = sorted(config["kernel_sizes"]), config["stride"]
+            sizes = {
+                k: (conv_output_size(height, k, stride), conv_output_size(width, k, stride)) for k in kernels
+            }
+            if min(min(hw) for hw in sizes.values()) < 1:
+                smallest = max(k - 2 * ((k - stride) // 2) for k in kernels)
+                raise ValueError(
+                    f"CrossFormer: images of shape {shape} give stage {s} a {height}x{width} input, too small "
+                    f"for its cross-embedding convolutions (kernels {tuple(kernels)}, stride {stride}): "
+                    f"expected a stage input of at least {smallest}x{smallest}"
+                )
+            if len(set(sizes.values())) > 1:
+                # kernels with even and odd (kernel - stride) round the padding differently: the
+                # reference's torch.cat fails when the input side is a multiple of the stride
+                found = ", ".join(f"{h}x{w} from kernel {k}" for k, (h, w) in sizes.items())
+                raise ValueError(
+                    f"CrossFormer: images of shape {shape} give stage {s} a {height}x{width} input, on which "
+                    f"its cross-embedding convolutions (stride {stride}) disagree ({found}): expected an "
+                    f"input side that is not a multiple of {stride}, or kernels whose kernel - stride "
+                    f"have one parity"
+                )
+            height, width = sizes[kernels[0]]
+            if config["depth"] > 0:  # a stage without layers partitions nothing, as in the reference
+                for what in ("local_window_size", "global_window_size"):
+                    check_stage_size(
+                        img,
+                        stage=s,
+                        size=(height, width),
+                        window=config[what],
+                        what=what.replace("_size", "").replace("_", " "),
+                        name="CrossFormer",
+                    )
+
+    @nn.compact
+    def __call__(
+        self, img: Array, *, train: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
+        check_images(img, channels=self.channels, name="CrossFormer")
+        self._check_stage_sizes(img)
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+        x, features = img, []
+        for s, config in enumerate(self.stage_configs()):
+            x = Stage(
+                **config,
+                attn_dropout=self.attn_dropout,
+                ff_dropout=self.ff_dropout,
+                attention_implementation=self.attention_implementation,
+                remat=self.remat,
+                name=f"layers_{s}",
+                **dtypes,
+            )(x, train=train)
+            features.append(x)
+        if return_features:
+            return tuple(features)
+
+        x = x.mean(axis=(1, 2))  # Reduce('b c h w -> b c', 'mean')
+        return nn.Dense(self.num_classes, name="to_logits", **dtypes)(x)

@@ -1,0 +1,231 @@
+"""RegionViT: "Regional-to-Local Attention for Vision Transformers" (Chen et al., 2021), after vit-pytorch's ``regionvit.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from regionvit_flax.r2l_transformer import R2LTransformer
+from regionvit_flax.tokenizers import LocalTokenizer3Conv, conv_output_size, region_patches
+from vit_layers_flax import PEG, MlpHead, cast_tuple, check_config, check_images, check_stage_size
+from vit_layers_flax.typing import Array, Dtype
+
+#: the reference's R2LTransformer is always built with its defaults: 4 heads of 32 channels.
+HEADS = 4
+DIM_HEAD = 32
+NUM_STAGES = 4
+
+
+class Stage(nn.Module):
+    """One RegionViT stage: (downsampling,) (PEG,) regional-to-local transformer.
+
+    ``local_tokens: (batch, lh, lw, dim_in)``, ``region_tokens: (batch, rh, rw, dim_in)`` ``->``
+    ``(batch, lh', lw', dim)``, ``(batch, rh', rw', dim)``. Stages after the first halve both
+    maps with ONE 3x3 stride-2 convolution (``downsample``, padding 1, so a side ``n`` becomes
+    ``ceil(n / 2)``) applied to the local and to the regional tokens alike, as the reference's
+    single ``Downsample`` module; ``peg`` (with ``use_peg``, after the first stage) is a
+    positional encoding generator on the local tokens only; ``transformer`` is the
+    :class:`~regionvit_flax.r2l_transformer.R2LTransformer`. Reference: ``layers.{i}.0``, ``.1``, ``.2``.
+    """
+
+    dim: int
+    depth: int
+    window_size: int
+    downsample: bool
+    use_peg: bool
+    attn_dropout: float = 0.0
+    ff_dropout: float = 0.0
+    remat: bool = False
+    attention_implementation: str | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, local_tokens: Array, region_tokens: Array, *, train: bool = False
+    ) -> tuple[Array, Array]:
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.downsample:
+            down = nn.Conv(
+                self.dim, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name="downsample", **dtypes
+            )
+            # the reference's quirk: ONE Downsample module (same weights) for both token maps
+            local_tokens, region_tokens = down(local_tokens), down(region_tokens)
+        if self.use_peg:
+            local_tokens = PEG(name="peg", **dtypes)(local_tokens)
+        return R2LTransformer(
+            self.dim,
+            self.window_size,
+            depth=self.depth,
+            heads=HEADS,
+            dim_head=DIM_HEAD,
+            attn_dropout=self.attn_dropout,
+            ff_dropout=self.ff_dropout,
+            remat=self.remat,
+            attention_implementation=self.attention_implementation,
+            name="transformer",
+            **dtypes,
+        )(local_tokens, region_tokens, train=train)
+
+
+class RegionViT(nn.Module):
+    """RegionViT: a four-stage pyramid of regional and local tokens with regional-to-local attention.
+
+    ``(batch, height, width, channels) -> (batch, num_classes)``, or with
+    ``return_features=True`` a tuple of four NHWC maps, the local tokens after each stage:
+    ``(batch, lh_s, lw_s, dim[s])`` with ``lh_1 = (height - 2) // 4 + 1`` (``ceil(ceil(height / 2)
+    / 2)`` with ``tokenize_local_3_conv``) and ``lh_{s+1} = ceil(lh_s / 2)``; the head is not run.
+    The variables are the same either way (initialise the classifier as usual).
+
+    Attributes follow vit-pytorch's ``RegionViT``. Local tokens come from a convolution
+    (``local_encoder``: 8x8, stride 4, padding 3; or with ``tokenize_local_3_conv`` the
+    :class:`~regionvit_flax.tokenizers.LocalTokenizer3Conv`), regional tokens from
+    ``region_patch_size = local_patch_size * window_size`` square patches flattened ``(c p1 p2)``
+    and projected by ``region_encoder`` (the reference's 1x1 convolution). Each of the four
+    stages (``layers_{i}``, a :class:`Stage`) has width ``dim[i]`` and ``depth[i]`` layers
+    (``dim``, ``depth``: an int or four ints); in a layer every regional token attends to all
+    regional tokens, then to the window of local tokens under it, which attend to each other and
+    to it, with one attention module of 4 heads of 32 channels (fixed, as in the reference). The
+    head (``to_logits``: LayerNorm, Dense) classifies the mean of the last regional tokens.
+
+    Images must have a height and width divisible by ``region_patch_size`` (the reference's
+    check), and each stage's local map must be exactly one window of at most ``window_size``
+    local tokens per regional token: after the stride-2 downsamplings an odd regional grid can
+    break that, which raises a ``ValueError`` naming the stage and its window at trace time.
+    ``local_patch_size`` only sets the regional patches (the local tokenizers always have stride
+    4, as in the reference).
+
+    ``attn_dropout`` acts on the attention weights and after the attention projection,
+    ``ff_dropout`` after the feed-forward activation, only when ``train=True`` (rng stream
+    ``'dropout'``). ``remat`` rematerialises each regional-to-local layer in the backward pass;
+    ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention` (``None``,
+    ``'xla'`` or ``'cudnn'``). ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+    """
+
+    dim: int | Sequence[int] = (64, 128, 256, 512)
+    depth: int | Sequence[int] = (2, 2, 8, 2)
+    window_size: int = 7
+    num_classes: int = 1000
+    tokenize_local_3_conv: bool = False
+    local_patch_size: int = 4
+    use_peg: bool = False
+    attn_dropout: float = 0.0
+    ff_dropout: float = 0.0
+    channels: int = 3
+    remat: bool = False
+    attention_implementation: str | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """``dim`` as four stage widths."""
+        return cast_tuple(self.dim, NUM_STAGES)
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """``depth`` as four stage depths."""
+        return cast_tuple(self.depth, NUM_STAGES)
+
+    @property
+    def region_patch_size(self) -> int:
+        """The side of the image patch under one regional token: ``local_patch_size * window_size``."""
+        return self.local_patch_size * self.window_size
+
+    def __post_init__(self):
+        for name in ("dim", "depth"):
+            value = getattr(self, name)
+            check_config(
+                not isinstance(value, (tuple, list)) or len(value) == NUM_STAGES,
+                f"RegionViT: {name} needs to be a single value or a tuple of length 4, received {value!r}",
+            )
+        check_config(min(self.dims) > 0, f"RegionViT: dim must be positive, received {self.dim!r}")
+        check_config(min(self.depths) >= 0, f"RegionViT: depth must be non-negative, received {self.depth!r}")
+        for name in ("window_size", "num_classes", "local_patch_size", "channels"):
+            value = getattr(self, name)
+            check_config(value > 0, f"RegionViT: {name} must be positive, received {value}")
+        for name in ("attn_dropout", "ff_dropout"):
+            value = getattr(self, name)
+            check_config(0.0 <= value < 1.0, f"RegionViT: {name} must be in [0, 1), received {value}")
+        super().__post_init__()
+
+    def stage_sizes(self, height: int, width: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """For images of ``height x width``: per stage, the local and the regional map sizes,
+        ``[((lh, lw), (rh, rw)), ...]`` (no check of whether they fit)."""
+        if self.tokenize_local_3_conv:
+            local = [conv_output_size(conv_output_size(n, 3, 2, 1), 3, 2, 1) for n in (height, width)]
+        else:
+            local = [conv_output_size(n, 8, 4, 3) for n in (height, width)]
+        region = [n // self.region_patch_size for n in (height, width)]
+        sizes = []
+        for stage in range(NUM_STAGES):
+            if stage > 0:  # Downsample: 3x3, stride 2, padding 1
+                local, region = ([conv_output_size(n, 3, 2, 1) for n in m] for m in (local, region))
+            sizes.append((tuple(local), tuple(region)))
+        return sizes
+
+    def _check_stages(self, img) -> None:
+        """Every stage's local map must be the regional grid times a window of at most ``window_size``."""
+        _, height, width, _ = img.shape
+        for stage, ((lh, lw), (rh, rw)) in enumerate(self.stage_sizes(height, width), start=1):
+            window = (max(lh // rh, 1), max(lw // rw, 1))
+            # the reference's window is lh // rh: the local map must split into such windows ...
+            check_stage_size(
+                img, stage=stage, size=(lh, lw), window=window, what="local window", name="RegionViT"
+            )
+            # ... exactly one per regional token
+            check_stage_size(
+                img,
+                stage=stage,
+                size=(lh, lw),
+                window=(rh, rw),
+                what="grid of regional tokens",
+                name="RegionViT",
+            )
+            if max(window) > self.window_size:  # would index past the relative position bias table
+                raise ValueError(
+                    f"RegionViT: images of shape {tuple(img.shape)} give stage {stage} a {lh}x{lw} local map over "
+                    f"{rh}x{rw} regional tokens, so {window[0]}x{window[1]} local windows: expected windows of at "
+                    f"most window_size {self.window_size} (the local tokenizer has stride 4 whatever "
+                    f"local_patch_size {self.local_patch_size} is)"
+                )
+
+    @nn.compact
+    def __call__(self, img: Array, *, train: bool = False, return_features: bool = False):
+        patch = self.region_patch_size
+        check_images(img, channels=self.channels, multiple_of=(patch, patch), name="RegionViT")
+        self._check_stages(img)
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        init_dim = self.dims[0]
+
+        # the reference's quirk: the local tokenizers have stride 4 whatever local_patch_size is
+        if self.tokenize_local_3_conv:
+            local_tokens = LocalTokenizer3Conv(init_dim, name="local_encoder", **dtypes)(img)
+        else:
+            local_tokens = nn.Conv(
+                init_dim, (8, 8), strides=(4, 4), padding=((3, 3), (3, 3)), name="local_encoder", **dtypes
+            )(img)
+        region_tokens = nn.Dense(init_dim, name="region_encoder", **dtypes)(region_patches(img, patch))
+
+        features = []
+        for i, (dim, depth) in enumerate(zip(self.dims, self.depths, strict=True)):
+            local_tokens, region_tokens = Stage(
+                dim,
+                depth,
+                self.window_size,
+                downsample=i > 0,
+                use_peg=i > 0 and self.use_peg,
+                attn_dropout=self.attn_dropout,
+                ff_dropout=self.ff_dropout,
+                remat=self.remat,
+                attention_implementation=self.attention_implementation,
+                name=f"layers_{i}",
+                **dtypes,
+            )(local_tokens, region_tokens, train=train)
+            features.append(local_tokens)
+        if return_features:
+            return tuple(features)
+        # Reduce('b c h w -> b c', 'mean'), LayerNorm, Linear
+        return MlpHead(self.num_classes, name="to_logits", **dtypes)(region_tokens.mean(axis=(1, 2)))

@@ -1,0 +1,248 @@
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from regionvit_flax import (
+    RegionViT,
+    from_vit_pytorch,
+    local_rel_pos_indices,
+    merge_windows,
+    partition_windows,
+    region_patches,
+)
+
+from vit_layers_flax.testing import ContractSuite, ModelCase
+
+# Four stages always (as in the reference). With window_size 2 and the stride-4 local tokenizer a
+# 32 px image gives local maps 8 -> 4 -> 2 -> 1 over regional grids 4 -> 2 -> 1 -> 1. One layer per
+# stage but two in the last: the classifier reads the regional tokens only, so the last stage's
+# position bias (which acts on local queries) reaches the logits only through a second layer.
+SMALL = dict(dim=(16, 32, 48, 64), depth=(1, 1, 1, 2), window_size=2, num_classes=10)
+
+CASES = [
+    ModelCase(
+        "seed",
+        dict(
+            dim=(64, 128, 256, 512),
+            depth=(2, 2, 8, 2),
+            window_size=7,
+            num_classes=1000,
+            tokenize_local_3_conv=False,
+            use_peg=False,
+        ),
+        (1, 224, 224, 3),
+        seed_config=True,
+    ),
+    ModelCase(
+        # local_patch_size 2: regional patches of 2 * 4 = 8 px, but the local tokenizer keeps
+        # stride 4, so the windows are 2x2 and use part of the 7x7 (window_size 4) bias table
+        "dropout-local-patch-2",
+        dict(SMALL, window_size=4, local_patch_size=2, attn_dropout=0.1, ff_dropout=0.1),
+        (2, 32, 32, 3),
+        # not a multiple of the 8 px regional patch; 40 px: 10 local over 5 regional tokens,
+        # then 5 over 3 at stage 2
+        bad_spatial=[(33, 32), (32, 36), (40, 32)],
+        feature_shapes=[(2, 8, 8, 16), (2, 4, 4, 32), (2, 2, 2, 48), (2, 1, 1, 64)],
+    ),
+    ModelCase(
+        # PEG after each downsampling; 32 x 64 image: 2x4 regional grid at stage 2, 1x2 windows at stage 4
+        "peg-nonsquare",
+        dict(SMALL, use_peg=True),
+        (2, 32, 64, 3),
+        bad_spatial=[(32, 60), (24, 64)],
+        feature_shapes=[(2, 8, 16, 16), (2, 4, 8, 32), (2, 2, 4, 48), (2, 1, 2, 64)],
+    ),
+    ModelCase(
+        # the 3-conv local tokenizer (channel LayerNorms, no BatchNorm); one width for all stages;
+        # window 3 on a 48 px image: 12 -> 6 -> 3 -> 2 local over 4 -> 2 -> 1 -> 1 regional, so the
+        # last stage's windows are 2x2 (smaller than window_size, as the reference allows)
+        "3conv-window-3",
+        dict(dim=32, depth=(1, 1, 1, 2), window_size=3, num_classes=7, tokenize_local_3_conv=True),
+        (2, 48, 48, 3),
+        # 36 px: stage 2 has 5 local tokens over 2 regional ones
+        bad_spatial=[(49, 48), (48, 36)],
+        feature_shapes=[(2, 12, 12, 32), (2, 6, 6, 32), (2, 3, 3, 32), (2, 2, 2, 32)],
+    ),
+]
+
+
+class TestRegionViT(ContractSuite):
+    model_cls = RegionViT
+    convert = staticmethod(from_vit_pytorch)
+    reference = ("regionvit", "RegionViT")
+    cases = CASES
+    readme = Path(__file__).parents[1] / "README.md"
+    readme_shapes = {
+        "output": (1, 1000),
+        "n_params_flax": (),
+        "features": [(1, 56, 56, 64), (1, 28, 28, 128), (1, 14, 14, 256), (1, 7, 7, 512)],
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(dim=(16, 32, 48)), "dim needs to be a single value or a tuple of length 4"),
+        (dict(depth=[1, 1]), "depth needs to be a single value or a tuple of length 4"),
+        (dict(dim=(16, 0, 48, 64)), "dim must be positive"),
+        (dict(depth=(1, -1, 1, 1)), "depth must be non-negative"),
+        (dict(window_size=0), "window_size must be positive"),
+        (dict(local_patch_size=0), "local_patch_size must be positive"),
+        (dict(num_classes=0), "num_classes must be positive"),
+        (dict(channels=0), "channels must be positive"),
+        (dict(attn_dropout=1.0), r"attn_dropout must be in \[0, 1\)"),
+        (dict(ff_dropout=-0.1), r"ff_dropout must be in \[0, 1\)"),
+    ],
+)
+def test_invalid_configuration(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RegionViT(**{**SMALL, **kwargs})
+
+
+def _init_shapes(model, shape):
+    return jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+def test_a_later_stage_that_does_not_fit_names_the_stage_and_its_window():
+    # window 7, 84 px: stage 1 has 21 local tokens over 3 regional ones (windows of 7); the
+    # downsampling gives stage 2 11 local tokens over 2 regional ones: windows of 5 do not fit
+    model = RegionViT(**dict(SMALL, window_size=7))
+    variables = _init_shapes(model, (1, 28, 28, 3))
+    with pytest.raises(ValueError, match=r"stage 2 a 11x11 feature map, but its local window is 5x5") as info:
+        jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((1, 84, 84, 3), jnp.float32))
+    assert "(1, 84, 84, 3)" in str(info.value)
+    # 40 px: stage 2 has 5 local tokens over 3 regional ones, which 1-token windows cannot pair up
+    model = RegionViT(**SMALL)
+    with pytest.raises(
+        ValueError, match=r"stage 2 a 5x4 feature map, but its grid of regional tokens is 3x2"
+    ):
+        jax.eval_shape(model.apply, _init_shapes(model, (1, 32, 32, 3)), jnp.zeros((1, 40, 32, 3)))
+
+
+def test_windows_larger_than_window_size_raise():
+    # local_patch_size 8: 16 px regional patches over a stride-4 local map, windows of 4 > 2
+    model = RegionViT(**dict(SMALL, local_patch_size=8))
+    with pytest.raises(
+        ValueError, match=r"stage 1 .* 4x4 local windows: expected windows of at most window_size 2"
+    ):
+        _init_shapes(model, (1, 32, 32, 3))
+
+
+def test_accepts_the_sizes_the_reference_takes():
+    # window 5, 60 px: an odd 3x3 regional grid whose downsampled 2x2 grid still fits (15 -> 8 local
+    # tokens, windows of 4); depth 0 stages keep their (unused) position bias table
+    model = RegionViT(**dict(SMALL, window_size=5, depth=(1, 0, 1, 0)))
+    assert model.stage_sizes(60, 60) == [
+        ((15, 15), (3, 3)),
+        ((8, 8), (2, 2)),
+        ((4, 4), (1, 1)),
+        ((2, 2), (1, 1)),
+    ]
+    variables = _init_shapes(model, (1, 60, 60, 3))
+    assert variables["params"]["layers_1"]["transformer"]["local_rel_pos_bias"].shape == (81, 4)
+    for shape in [(2, 60, 60, 3), (1, 20, 40, 3), (1, 120, 80, 3)]:
+        assert jax.eval_shape(model.apply, variables, jnp.zeros(shape)).shape == (shape[0], 10)
+
+
+def test_parameter_tree_mirrors_the_reference():
+    params = _init_shapes(RegionViT(**dict(SMALL, use_peg=True, depth=(1, 2, 1, 1))), (1, 32, 32, 3))[
+        "params"
+    ]
+    assert set(params) == {
+        "local_encoder",
+        "region_encoder",
+        "layers_0",
+        "layers_1",
+        "layers_2",
+        "layers_3",
+        "to_logits",
+    }
+    assert params["local_encoder"]["kernel"].shape == (8, 8, 3, 16)
+    assert params["region_encoder"]["kernel"].shape == (3 * 8 * 8, 16)  # 1x1 conv on (c p1 p2) patches
+    assert set(params["layers_0"]) == {"transformer"}  # no downsampling, no PEG in the first stage
+    stage = params["layers_1"]
+    assert set(stage) == {"downsample", "peg", "transformer"}
+    assert stage["downsample"]["kernel"].shape == (3, 3, 16, 32)
+    assert stage["peg"]["proj"]["kernel"].shape == (3, 3, 1, 32)  # depthwise
+    transformer = stage["transformer"]
+    assert set(transformer) == {"local_rel_pos_bias", "layers_0", "layers_1"}
+    assert transformer["local_rel_pos_bias"].shape == (9, 4)  # (2 * window_size - 1) ** 2, heads
+    layer = transformer["layers_0"]
+    assert set(layer) == {"attn", "ff"}  # ONE attention module for the regional and the local attention
+    assert layer["attn"]["to_qkv"]["kernel"].shape == (32, 3 * 4 * 32)  # 4 heads of 32, fixed
+    assert "bias" not in layer["attn"]["to_qkv"] and layer["attn"]["to_out"]["kernel"].shape == (128, 32)
+    assert layer["ff"]["fc1"]["kernel"].shape == (32, 128)
+    assert set(params["to_logits"]) == {"norm", "fc"}
+
+    conv3 = _init_shapes(RegionViT(**dict(SMALL, tokenize_local_3_conv=True)), (1, 32, 32, 3))["params"]
+    encoder = conv3["local_encoder"]
+    assert set(encoder) == {"conv1", "norm1", "conv2", "norm2", "conv3"}
+    assert encoder["norm1"]["g"].shape == (16,) and encoder["conv3"]["kernel"].shape == (3, 3, 16, 16)
+
+
+def test_any_number_of_channels():
+    """The reference's local tokenizers take 3 channels whatever ``channels`` is; ours take ``channels``."""
+    model = RegionViT(**dict(SMALL, channels=1))
+    params = _init_shapes(model, (1, 32, 32, 1))["params"]
+    assert params["local_encoder"]["kernel"].shape == (8, 8, 1, 16)
+    assert params["region_encoder"]["kernel"].shape == (64, 16)
+
+
+def test_windows_partition_and_merge():
+    local = jnp.arange(2 * 4 * 6 * 3).reshape(2, 4, 6, 3)
+    region = -jnp.arange(2 * 2 * 3 * 3).reshape(2, 2, 3, 3)
+    tokens = partition_windows(local, region)  # a 2x3 grid of 2x2 windows
+    assert tokens.shape == (2 * 2 * 3, 1 + 2 * 2, 3)
+    # window (batch 1, row 1, column 2): its regional token first, then its local tokens row-major
+    np.testing.assert_array_equal(tokens[1 * 6 + 1 * 3 + 2, 0], region[1, 1, 2])
+    np.testing.assert_array_equal(tokens[1 * 6 + 1 * 3 + 2, 1:], local[1, 2:4, 4:6].reshape(4, 3))
+    merged_local, merged_region = merge_windows(tokens, (2, 3), (2, 2))
+    np.testing.assert_array_equal(merged_local, local)
+    np.testing.assert_array_equal(merged_region, region)
+
+
+def test_region_patches_flatten_channels_first():
+    img = jnp.arange(1 * 4 * 4 * 2).reshape(1, 4, 4, 2)
+    patches = region_patches(img, 2)
+    assert patches.shape == (1, 2, 2, 8)
+    np.testing.assert_array_equal(patches[0, 0, 1], img[0, 0:2, 2:4].transpose(2, 0, 1).reshape(-1))
+
+
+def test_local_rel_pos_indices_keep_the_reference_layout():
+    # row offsets have stride 1, column offsets stride 2 * window_size - 1 (the reference's quirk)
+    idx = local_rel_pos_indices((2, 2), 2)  # tokens (0,0), (0,1), (1,0), (1,1)
+    assert idx.shape == (4, 4)
+    assert idx[0, 0] == 1 + 1 * 3  # centre of the 3x3 table
+    assert idx[0, 1] == (0 + 1) + (-1 + 1) * 3  # one column to the left
+    assert idx[0, 2] == (-1 + 1) + (0 + 1) * 3  # one row up
+    assert idx[3, 0] == (1 + 1) + (1 + 1) * 3
+    # a smaller window than window_size uses part of the table
+    assert local_rel_pos_indices((1, 2), 3).tolist() == [[2 + 2 * 5, 2 + 1 * 5], [2 + 3 * 5, 2 + 2 * 5]]
+
+
+@pytest.mark.parity
+def test_local_rel_pos_indices_match_the_reference():
+    import torch
+
+    for window, window_size in [((7, 7), 7), ((2, 3), 4), ((1, 2), 2)]:
+        grid = torch.stack(torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij"))
+        grid = grid.reshape(2, -1)
+        grid = (grid[:, :, None] - grid[:, None, :]) + (window_size - 1)
+        expected = (grid * torch.tensor([1, window_size * 2 - 1])[:, None, None]).sum(dim=0)
+        np.testing.assert_array_equal(local_rel_pos_indices(window, window_size), expected.numpy())
+
+
+@pytest.mark.parity
+def test_converter_handles_empty_stages_and_odd_regional_grids():
+    """``depth`` 0 leaves a stage's bias table unused; a 3x3 regional grid downsampled to 2x2."""
+    from vit_layers_flax.testing import PARITY_RTOL, build_reference, reference_outputs, relative_error
+
+    config = dict(dim=16, depth=(1, 0, 1, 0), window_size=5, num_classes=5, use_peg=True)
+    torch_model = build_reference("regionvit", "RegionViT", config)
+    model = RegionViT(**config)
+    variables = from_vit_pytorch(torch_model.state_dict(), model)
+    images = np.random.default_rng(3).standard_normal((2, 60, 60, 3), dtype=np.float32)
+    error = relative_error(jax.jit(model.apply)(variables, images), reference_outputs(torch_model, images))
+    assert error <= PARITY_RTOL

@@ -1,0 +1,230 @@
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+from scalablevit_flax import ScalableViT, from_vit_pytorch
+from scalablevit_flax.convert import sample_image_size
+
+from vit_layers_flax import MlpHead
+from vit_layers_flax.testing import ContractSuite, ModelCase, random_variables, relative_error
+
+# Small cases: one block each (a block costs seconds of XLA compilation per compiled function,
+# and a dropout site more), widths 16-32, 32-48 px. Every attention has at least two keys per
+# query (with a single key the queries would get no gradient). Stage maps: ceil(side / 4),
+# then ceil(/ 2) per stage. Two blocks in a stage (the PEG in the first only) are checked by
+# the seed's parity and the README's weight-loading block.
+SMALL = dict(
+    num_classes=10,
+    dim=16,
+    depth=(1, 0),
+    heads=1,
+    reduction_factor=(2, 1),
+    window_size=(4, None),
+    ssa_dim_key=16,
+    ssa_dim_value=16,
+    iwsa_dim_key=16,
+    iwsa_dim_value=16,
+    ff_expansion_factor=2,
+)
+
+CASES = [
+    ModelCase(
+        "seed",
+        dict(
+            num_classes=1000,
+            dim=64,
+            heads=(2, 4, 8, 16),
+            depth=(2, 2, 20, 2),
+            ssa_dim_key=(40, 40, 40, 32),
+            reduction_factor=(8, 4, 2, 1),
+            window_size=(64, 32, None, None),
+            dropout=0.1,
+        ),
+        (1, 256, 256, 3),
+        seed_config=True,
+    ),
+    ModelCase(
+        # 32 px -> stage 1 8x8: SSA keys 4x4 (reduction 2), IWSA in 2x2 windows of 4x4, then the
+        # stage norm and downsampling -> stage 2 4x4 without blocks (the last: no norm)
+        "window-4-reduction-2",
+        SMALL,
+        (2, 32, 32, 3),
+        # 33 -> a 9-row map (reduction 2), 40 -> a 10-column map (window 4)
+        bad_spatial=[(33, 32), (32, 40)],
+        feature_shapes=[(2, 8, 8, 16), (2, 4, 4, 32)],
+    ),
+    ModelCase(
+        # three stages on a non-square gray image: 8x12 (no blocks) -> 4x6: two heads, SSA keys 2x3
+        # (reduction 2), IWSA in 2x3 windows of 2x2; key and value widths differ (the explicit
+        # float32-softmax path) in both attentions -> 2x3 (no blocks)
+        "three-stages-key-value-widths-gray",
+        dict(
+            num_classes=7,
+            channels=1,
+            dim=16,
+            depth=(0, 1, 0),
+            heads=2,
+            ssa_dim_key=8,
+            ssa_dim_value=12,
+            iwsa_dim_key=12,
+            iwsa_dim_value=8,
+            reduction_factor=2,
+            window_size=2,
+            ff_expansion_factor=2,
+        ),
+        (2, 32, 48, 1),
+        # 36 -> stage 2 5x6 (reduction 2, window 2); 40 -> stage 2 5x5 (stage 1 has no blocks)
+        bad_spatial=[(36, 48), (40, 40)],
+        feature_shapes=[(2, 8, 12, 16), (2, 4, 6, 32), (2, 2, 3, 64)],
+    ),
+    ModelCase(
+        # one stage (the last: no norm, no downsampling) on an odd map: 36 px -> 9x9, SSA keys 3x3
+        # (reduction 3), IWSA in 3x3 windows of 3x3; default key / value widths (32), two heads,
+        # 4 channels; dropout everywhere
+        "one-stage-odd-map-window-3-dropout-4ch",
+        dict(
+            num_classes=5,
+            channels=4,
+            dim=16,
+            depth=(1,),
+            heads=2,
+            reduction_factor=3,
+            window_size=3,
+            ff_expansion_factor=2,
+            dropout=0.1,
+        ),
+        (2, 36, 36, 4),
+        # 37 -> a 10-row map
+        feature_shapes=[(2, 9, 9, 16)],
+    ),
+]
+
+
+class TestScalableViT(ContractSuite):
+    model_cls = ScalableViT
+    convert = staticmethod(from_vit_pytorch)
+    reference = ("scalable_vit", "ScalableViT")
+    cases = CASES
+    readme = Path(__file__).parents[1] / "README.md"
+    readme_shapes = {
+        "output": (1, 1000),
+        "features": [(2, 32, 24, 32), (2, 16, 12, 64), (2, 8, 6, 128), (2, 4, 3, 256)],
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(depth=2), "depth must be a tuple"),
+        (dict(depth=()), "depth must be a tuple"),
+        (dict(depth=(1, -1)), "depth entries must be non-negative"),
+        (dict(num_classes=0), "num_classes must be positive"),
+        (dict(dim=0), "dim must be positive"),
+        (dict(channels=0), "channels must be positive"),
+        (dict(ff_expansion_factor=0), "ff_expansion_factor must be positive"),
+        (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+        (dict(heads=(1, 2, 4)), r"heads must be one value or a tuple of 2"),
+        (dict(reduction_factor=(2, 0)), "reduction_factor must be positive"),
+        (dict(window_size=(0, None)), "window_size must be positive or None"),
+        (dict(ssa_dim_key=(16,)), "ssa_dim_key must be one value or a tuple of 2"),
+        (dict(iwsa_dim_value=-1), "iwsa_dim_value must be positive"),
+    ],
+)
+def test_invalid_configuration(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ScalableViT(**{**SMALL, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape, message",
+    [
+        # 48x32 -> stage 1 12x8 (no constraint), stage 2 6x4: 6 rows do not split into 4x4 windows
+        (
+            dict(reduction_factor=1, window_size=(None, 4)),
+            (1, 48, 32, 3),
+            r"stage 2 a 6x4 .* window \(window_size\) is 4x4",
+        ),
+        (
+            dict(reduction_factor=(1, 4), window_size=None),
+            (1, 48, 32, 3),
+            r"stage 2 a 6x4 .* \(reduction_factor\) is 4x4",
+        ),
+        # a window larger than the map (the reference asserts too)
+        (dict(window_size=(16, None)), (1, 32, 32, 3), r"stage 1 a 8x8 .* is 16x16"),
+    ],
+)
+def test_image_size_breaking_a_stage_names_it(kwargs, shape, message):
+    model = ScalableViT(**{**SMALL, "depth": (1, 1), **kwargs})
+    with pytest.raises(ValueError, match=message) as info:
+        jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+    assert str(shape) in str(info.value)
+
+
+def test_stages_without_blocks_have_no_size_constraint():
+    model = ScalableViT(**{**SMALL, "depth": (0, 1), "window_size": (64, None), "reduction_factor": (64, 1)})
+    out = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 20, 28, 3), jnp.float32))
+    assert out["params"]["layers_0"]["transformer"].keys() == {"norm"}
+
+
+def test_feature_map_sizes():
+    model = ScalableViT(
+        **{**SMALL, "depth": (1, 1, 1, 1), "heads": 1, "reduction_factor": 1, "window_size": None}
+    )
+    assert model.feature_map_sizes(256, 256) == [(64, 64), (32, 32), (16, 16), (8, 8)]
+    assert model.feature_map_sizes(37, 9) == [(10, 3), (5, 2), (3, 1), (2, 1)]
+    # the converter's sample size suits every stage of the seed configuration (2048 px)
+    seed = ScalableViT(**CASES[0].kwargs)
+    side = sample_image_size(seed)
+    seed.check_stage_sizes(jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32))  # does not raise
+
+
+def test_parameter_tree_mirrors_the_reference():
+    model = ScalableViT(
+        num_classes=5,
+        channels=4,
+        dim=16,
+        depth=(2, 1),
+        heads=(1, 2),
+        reduction_factor=(3, 1),
+        window_size=(3, None),
+    )
+    params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 36, 36, 4), jnp.float32))[
+        "params"
+    ]
+    assert set(params) == {"to_patches", "layers_0", "layers_1", "mlp_head"}
+    assert params["to_patches"]["kernel"].shape == (7, 7, 4, 16)
+    first = params["layers_0"]
+    assert set(first) == {"transformer", "downsample"}
+    assert first["downsample"]["kernel"].shape == (3, 3, 16, 32)
+    assert set(first["transformer"]) == {"layers_0", "layers_1", "norm"}
+    # the PEG sits in the first block of a stage only
+    assert set(first["transformer"]["layers_0"]) == {"ssa", "ff1", "peg", "ff2", "iwsa"}
+    assert set(first["transformer"]["layers_1"]) == {"ssa", "ff1", "ff2", "iwsa"}
+    block = first["transformer"]["layers_0"]
+    assert block["peg"]["proj"]["kernel"].shape == (3, 3, 1, 16)  # depthwise
+    assert block["ssa"]["to_k"]["kernel"].shape == (3, 3, 16, 32)  # reduction 3, one head of 32
+    assert block["ssa"]["to_q"]["kernel"].shape == (16, 32)
+    assert set(block["iwsa"]) == {"norm", "local_interactive_module", "to_q", "to_k", "to_v", "to_out"}
+    assert block["iwsa"]["local_interactive_module"]["kernel"].shape == (3, 3, 32, 32)  # a full conv
+    assert set(block["ff1"]) == {"norm", "fc1", "fc2"} and block["ff1"]["fc1"]["kernel"].shape == (16, 64)
+    # the last stage has neither the final norm nor a downsampling
+    assert set(params["layers_1"]) == {"transformer"}
+    assert set(params["layers_1"]["transformer"]) == {"layers_0"}
+    assert params["mlp_head"]["fc"]["kernel"].shape == (32, 5)
+
+
+def test_features_are_what_the_head_pools():
+    """The last feature map, averaged, normalised and classified, gives the logits."""
+    model = ScalableViT(**{**SMALL, "depth": (0, 1)})
+    images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    variables = random_variables(model, images)
+
+    @jax.jit
+    def both(variables, images):
+        features = model.apply(variables, images, return_features=True)
+        head = MlpHead(10).apply({"params": variables["params"]["mlp_head"]}, features[-1].mean(axis=(1, 2)))
+        return model.apply(variables, images), head
+
+    logits, pooled = both(variables, images)
+    assert relative_error(pooled, logits) < 1e-6

@@ -1,0 +1,21 @@
+"""twins-svt-flax: Twins-SVT (spatially separable vision Transformer) in JAX/Flax, with parity to vit-pytorch."""
+
+from importlib.metadata import version
+
+from twins_svt_flax.attention import GlobalAttention, LocalAttention
+from twins_svt_flax.block import TwinsBlock
+from twins_svt_flax.convert import from_vit_pytorch
+from twins_svt_flax.patch_embedding import PatchEmbedding
+from twins_svt_flax.twins_svt import TwinsSVT
+from vit_layers_flax import load_torch_state_dict
+
+__version__ = version("twins-svt-flax")
+__all__ = [
+    "GlobalAttention",
+    "LocalAttention",
+    "PatchEmbedding",
+    "TwinsBlock",
+    "TwinsSVT",
+    "from_vit_pytorch",
+    "load_torch_state_dict",
+]
