@@ -95,11 +95,12 @@ RECIPES: dict[str, Recipe] = {
         dict(dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128, t2t_layers=((3, 2), (3, 2)), **_DROP),
         image_size=16,
     ),
+    # PiT cuts overlapping patches (stride patch_size // 2): 4 px patches give 7 x 7 tokens
     "pit": Recipe(
         "pit-flax",
         "pit_flax",
         "PiT",
-        dict(patch_size=2, dim=32, depth=(2, 2), heads=(2, 4), dim_head=16, mlp_dim=128, **_DROP),
+        dict(patch_size=4, dim=32, depth=(2, 2), heads=(2, 4), dim_head=16, mlp_dim=128, **_DROP),
         image_size=16,
     ),
     "cvt": Recipe(
