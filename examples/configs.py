@@ -124,7 +124,12 @@ RECIPES: dict[str, Recipe] = {
         "levit-flax",
         "levit_flax",
         "LeViT",
-        dict(dim=(64, 96, 128), depth=2, heads=(2, 3, 4), mlp_mult=2, stages=3, dim_key=16, dim_value=32),
+        # two stages: vit-pytorch's LeViT zero-initialises the scale of every attention's output
+        # BatchNorm and gives downsampling blocks no residual, so from that initialisation the
+        # stage after a downsampling block sees a batch-constant map, which train-mode BatchNorm
+        # maps to zero; a second downsampling block then passes no gradient back (its output
+        # scale's gradient is zero too), and a three-stage model cannot leave its initial point.
+        dict(dim=(64, 128), depth=2, heads=(2, 4), mlp_mult=2, stages=2, dim_key=16, dim_value=32),
         image_size=64,
     ),
     "nest": Recipe(

@@ -118,33 +118,32 @@ def test_command_line_stops_with_a_clear_message_on_bad_data(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("arch", sorted(RECIPES))
-def test_one_training_step(arch):
+def test_training_steps_lower_the_loss(arch):
+    """Every recipe's model, built as train.py builds it, learns a fixed batch: five AdamW
+    steps (no warmup) lower its loss; BatchNorm models update their running statistics."""
     recipe = RECIPES[arch]
-    config = train.Config(arch=arch, batch_size=8).resolved()
+    config = train.Config(arch=arch, batch_size=8, warmup_epochs=0).resolved()
     mesh = train.make_mesh()
     channels = recipe.input_channels(1)
-    images = np.asarray(
-        jax.random.normal(jax.random.key(0), (8, recipe.image_size, recipe.image_size, channels))
-    )
-    labels = np.arange(8, dtype=np.int32) % 10
+    data = _small_digits(arch, n_train=8, n_test=8)
+    images, labels = data.train_images, data.train_labels
     model = recipe.build(num_classes=10, channels=channels)
     state = train.create_state(model, train.make_optimizer(config, steps_per_epoch=10), images, 0, mesh)
-    before = jax.tree.map(np.asarray, (state.params, state.batch_stats))
+    stats_before = jax.device_get(state.batch_stats)
     steps = train.Steps(mesh)
-    state, metrics = steps.train(state, *steps.shard(images, labels), jax.random.key(1))
-    assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["accuracy"]) <= 1
-    assert int(state.step) == 1
-    # the first step's learning rate is 0 (warmup from 0): the second one moves every weight matrix
-    state, _ = steps.train(state, *steps.shard(images, labels), jax.random.key(1))
-    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before[0], jax.device_get(state.params))
-    assert all(jax.tree.leaves(moved)), "some parameters did not change after two steps"
-    if before[1]:  # BatchNorm models update their running statistics in training
+    batch = steps.shard(images, labels)
+    before = train.evaluate(state, steps, images, labels, batch_size=8)["loss"]
+    for _ in range(5):
+        state, metrics = steps.train(state, *batch, jax.random.key(1))
+        assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["accuracy"]) <= 1
+    assert int(state.step) == 5
+    after = train.evaluate(state, steps, images, labels, batch_size=8)["loss"]
+    assert after < before, f"{arch}: loss {before:.4f} -> {after:.4f} after five steps on one batch"
+    if stats_before:  # BatchNorm models
         changed = jax.tree.map(
-            lambda a, b: not np.array_equal(a, b), before[1], jax.device_get(state.batch_stats)
+            lambda a, b: not np.array_equal(a, b), stats_before, jax.device_get(state.batch_stats)
         )
-        assert all(jax.tree.leaves(changed))
-    accuracy = train.evaluate(state, steps, images, labels, batch_size=8)["accuracy"]
-    assert 0 <= accuracy <= 1
+        assert any(jax.tree.leaves(changed)), "train mode did not update the running statistics"
 
 
 def test_bfloat16_computes_in_bfloat16_with_float32_parameters():
