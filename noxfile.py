@@ -12,6 +12,7 @@ Sessions (``nox -l`` lists them all; ``nox -t ci`` is the full CPU check):
 * ``demo``                       the main job: examples/train.py trains the default architecture
 * ``examples``                   the training program's tests
 * ``usage``                      every package's README usage example, all packages together
+* ``bench(<backend>)``           every architecture against vit-pytorch (``benchmarks/``)
 
 The torch used by ``parity`` is ``torch==2.13.0``; where pip is configured with a
 ``find-links`` folder (a CPU build of torch), uv is pointed at it too, because uv does not
@@ -228,10 +229,14 @@ def min_versions(session: nox.Session, dist: str) -> None:
     )
 
 
-def _install_examples(session: nox.Session, *extra: str) -> None:
+def _install_examples(session: nox.Session, *extra: str, **kwargs) -> None:
     """Every distribution from source plus what ``examples/train.py`` needs."""
     session.install(
-        *(str(path) for path in DISTS.values()), "-r", str(ROOT / "examples" / "requirements.txt"), *extra
+        *(str(path) for path in DISTS.values()),
+        "-r",
+        str(ROOT / "examples" / "requirements.txt"),
+        *extra,
+        **kwargs,
     )
 
 
@@ -258,6 +263,23 @@ def examples(session: nox.Session) -> None:
         "4",
         *session.posargs,
         env={"JAX_PLATFORMS": "cpu"},
+    )
+
+
+@nox.session
+@nox.parametrize("backend", [nox.param(b, id=b) for b in ("cpu", "cuda")])
+def bench(session: nox.Session, backend: str) -> None:
+    """Every architecture against vit-pytorch, eager and under torch.compile: throughput,
+    compile time, FLOPs (``nox -s "bench(cpu)" -- --arch vit simple-vit --configs small``;
+    ``python benchmarks/bench.py --help`` lists the options)."""
+    env = _pip_find_links() if backend == "cpu" else {}
+    _install_examples(session, BACKENDS[backend][0], TORCH, env=env)
+    session.install("--no-deps", REFERENCE, env=env)
+    session.run(
+        "python",
+        str(ROOT / "benchmarks" / "bench.py"),
+        *session.posargs,
+        env={"JAX_PLATFORMS": BACKENDS[backend][1]},
     )
 
 

@@ -171,7 +171,7 @@ RECIPES: dict[str, Recipe] = {
         "TwinsSVT",
         dict(
             s1_emb_dim=32,
-            s1_patch_size=2,
+            s1_patch_size=4,
             s1_local_patch_size=4,
             s1_global_k=4,
             s2_emb_dim=64,
@@ -183,13 +183,15 @@ RECIPES: dict[str, Recipe] = {
             s3_depth=2,
             s4_emb_dim=128,
             s4_local_patch_size=2,
-            s4_global_k=2,
+            s4_global_k=1,
             s4_depth=1,
             dropout=0.1,
         ),
         image_size=32,
-        # 1e-3 without warmup diverges (its global attention's key/value convolutions have
-        # 1,024 channels at every stage, fixed by the reference)
+        # The reference fixes every attention at 8 heads of 64, so even these small stages
+        # cost 16 GFLOP per training step at batch 64; 4 px patches (8x8 tokens) and eight
+        # epochs keep the run inside five minutes. 1e-3 without warmup diverges.
+        epochs=8,
         learning_rate=2e-4,
     ),
     "crossformer": Recipe(
@@ -206,6 +208,7 @@ RECIPES: dict[str, Recipe] = {
             ff_dropout=0.1,
         ),
         image_size=32,
+        epochs=12,  # 20 epochs took 313 s; it is at 0.98 test accuracy from epoch 6
     ),
     "regionvit": Recipe(
         "regionvit-flax",

@@ -19,6 +19,7 @@ from vit_layers_flax import (
     LayerNorm,
     SoftmaxAttention,
     StateDict,
+    Transformer,
     apply_attention,
     attention_weights,
     cast_tuple,
@@ -32,6 +33,7 @@ from vit_layers_flax import (
     pair,
     partition_windows,
     posemb_sincos_2d,
+    stack_layers,
     unfold,
 )
 from vit_layers_flax.testing import build_reference, load_reference, relative_error, run_readme_usage
@@ -245,6 +247,41 @@ def test_finalize_transposes_and_checks():
         _convert_tiny({**_tiny_state_dict(), "extra.weight": np.zeros(1)})
     with pytest.raises(ConversionError, match=r"fc/kernel: expected shape \(4, 3\), converted \(5, 3\)"):
         _convert_tiny({**_tiny_state_dict(), "fc.weight": np.zeros((3, 5), np.float32)})
+
+
+def _transformer(**kwargs):
+    return Transformer(16, 3, heads=2, dim_head=8, mlp_dim=32, dropout=0.1, **kwargs)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_scanned_transformer_equals_the_loop_with_stacked_layers(remat):
+    loop, scanned = _transformer(), _transformer(scan=True, remat=remat)
+    variables = loop.init(jax.random.key(0), x_tokens)
+    like = jax.eval_shape(scanned.init, jax.random.key(0), x_tokens)
+    assert set(like["params"]) == {"layers", "norm"}
+    assert like["params"]["layers"]["ff"]["fc1"]["kernel"].shape == (3, 16, 32)
+    stacked = stack_layers(variables, like)
+    assert jax.tree.structure(stacked) == jax.tree.structure(like)
+    np.testing.assert_array_equal(
+        stacked["params"]["layers"]["attn"]["to_qkv"]["kernel"][1],
+        variables["params"]["layers_1"]["attn"]["to_qkv"]["kernel"],
+    )
+    out = jax.jit(scanned.apply)(stacked, x_tokens)
+    assert relative_error(out, loop.apply(variables, x_tokens)) < 1e-6
+    # each scanned block draws its own dropout mask
+    train = scanned.apply(stacked, x_tokens, train=True, rngs={"dropout": jax.random.key(1)})
+    assert train.shape == x_tokens.shape and not np.allclose(train, out)
+
+
+def test_stack_layers_passes_a_matching_layout_through_and_rejects_gaps():
+    scanned = _transformer(scan=True)
+    like = jax.eval_shape(scanned.init, jax.random.key(0), x_tokens)
+    variables = scanned.init(jax.random.key(0), x_tokens)
+    assert jax.tree.all(jax.tree.map(np.array_equal, stack_layers(variables, like), variables))
+    loop = _transformer().init(jax.random.key(0), x_tokens)
+    del loop["params"]["layers_1"]
+    with pytest.raises(ConversionError, match=r"blocks \[0, 2\] are not numbered 0 to 1"):
+        stack_layers(loop, like)
 
 
 def test_conversion_error_is_a_value_error():

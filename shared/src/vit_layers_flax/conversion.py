@@ -190,6 +190,39 @@ def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
     return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(tree)).items()}
 
 
+def stack_layers(variables: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-block subtrees ``<name>_0 ... <name>_{n-1}`` -> one ``<name>`` subtree whose
+    arrays carry a leading axis of ``n``, wherever ``like`` (the target module's variables
+    or their shapes, e.g. from ``jax.eval_shape(model.init, ...)``) has ``<name>`` and no
+    ``<name>_0``: the layout of a block stack built with ``scan=True``.
+
+    Everything else is kept as it is, so variables already in ``like``'s layout pass
+    through unchanged. The converters call this through :func:`finalize`; call it
+    yourself to move variables of a model without ``scan`` into one with it.
+    """
+    if not isinstance(variables, Mapping) or not isinstance(like, Mapping):
+        return variables
+    out: dict[str, Any] = {}
+    stacks: dict[str, dict[int, Any]] = {}
+    for key, value in variables.items():
+        base, _, index = key.rpartition("_")
+        if key not in like and index.isdigit() and base in like and f"{base}_0" not in like:
+            stacks.setdefault(base, {})[int(index)] = value
+        else:
+            out[key] = stack_layers(value, like[key]) if key in like else value
+    for base, blocks in stacks.items():
+        if sorted(blocks) != list(range(len(blocks))):
+            raise ConversionError(f"{base}: blocks {sorted(blocks)} are not numbered 0 to {len(blocks) - 1}")
+        try:
+            stacked = jax.tree.map(lambda *xs: np.stack(xs), *(blocks[i] for i in range(len(blocks))))
+        except ValueError as error:
+            raise ConversionError(
+                f"{base}: the blocks' variables differ, so they cannot be stacked: {error}"
+            ) from error
+        out[base] = stack_layers(stacked, like[base])
+    return out
+
+
 def finalize(
     sd: StateDict,
     variables: Mapping[str, Any],
@@ -198,13 +231,15 @@ def finalize(
 ) -> dict[str, Any]:
     """Check converted ``variables`` against ``model``'s own and return them as jax arrays.
 
-    Raises :class:`ConversionError` listing unread state_dict keys, variables the module
-    expects but the conversion did not produce, extra ones, and shape mismatches. Arrays
-    are cast to the dtype the module initialises them with (its ``param_dtype``).
+    Per-block variables (``layers_0`` ...) are stacked where the module scans its blocks
+    (:func:`stack_layers`), so every converter also serves ``scan=True``. Raises
+    :class:`ConversionError` listing unread state_dict keys, variables the module expects
+    but the conversion did not produce, extra ones, and shape mismatches. Arrays are cast
+    to the dtype the module initialises them with (its ``param_dtype``).
     """
     inputs = (sample_input,) if isinstance(sample_input, jax.ShapeDtypeStruct) else tuple(sample_input)
     expected = jax.eval_shape(lambda *xs: model.init(jax.random.key(0), *xs), *inputs)
-    got, want = _flat(variables), _flat(expected)
+    got, want = _flat(stack_layers(variables, expected)), _flat(expected)
     problems = []
     if unused := sd.unused():
         problems.append(f"unexpected state_dict keys (not read by the converter): {unused}")

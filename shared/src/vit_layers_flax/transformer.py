@@ -56,7 +56,11 @@ class Transformer(nn.Module):
 
     ``(batch, tokens, dim) -> (batch, tokens, dim)``. ``final_norm=False`` drops the final
     LayerNorm (DeepViT, vit_for_small_dataset). ``remat=True`` rematerialises each block
-    in the backward pass (less activation memory, same outputs). ``attention_cls`` and
+    in the backward pass (less activation memory, same outputs). ``scan=True`` runs the
+    blocks as one ``nn.scan`` over a single block whose parameters carry a leading
+    ``depth`` axis (``layers`` instead of ``layers_0`` ...): the same outputs, one block
+    to compile instead of ``depth``. :func:`vit_layers_flax.stack_layers` turns one layout
+    into the other, and the packages' converters produce either. ``attention_cls`` and
     ``attention_kwargs`` are passed to every block. ``block_cls`` replaces the block
     (constructed with :class:`TransformerBlock`'s fields plus ``block_kwargs`` and called as
     ``block(x, train)``), for architectures whose blocks differ but stack the same way.
@@ -74,26 +78,44 @@ class Transformer(nn.Module):
     block_cls: Any = TransformerBlock
     block_kwargs: Mapping[str, Any] | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
-        block_cls = nn.remat(self.block_cls, static_argnums=(2,)) if self.remat else self.block_cls
-        for i in range(self.depth):
-            x = block_cls(
-                self.dim,
-                self.heads,
-                self.dim_head,
-                self.mlp_dim,
-                dropout=self.dropout,
-                attention_cls=self.attention_cls,
-                attention_kwargs=self.attention_kwargs,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                name=f"layers_{i}",
-                **(self.block_kwargs or {}),
-            )(x, train)
+        block_cls = self.block_cls
+        if self.remat:  # under scan, CSE cannot undo the rematerialisation (flax's advice)
+            block_cls = nn.remat(block_cls, static_argnums=(2,), prevent_cse=not self.scan)
+        fields = dict(
+            dropout=self.dropout,
+            attention_cls=self.attention_cls,
+            attention_kwargs=self.attention_kwargs,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            **(self.block_kwargs or {}),
+        )
+        if self.scan and self.depth > 0:  # (a scan of length 0 would still create parameters)
+            block = block_cls(self.dim, self.heads, self.dim_head, self.mlp_dim, name="layers", **fields)
+            x, _ = scan_blocks(block, x, self.depth, train)
+        else:
+            for i in range(self.depth):
+                block = block_cls(
+                    self.dim, self.heads, self.dim_head, self.mlp_dim, name=f"layers_{i}", **fields
+                )
+                x = block(x, train)
         if self.final_norm:
             x = LayerNorm(name="norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x
+
+
+def scan_blocks(block: nn.Module, x: Array, depth: int, train: bool) -> tuple[Array, None]:
+    """``x = block_i(x, train)`` for ``i < depth`` as one ``nn.scan``: every variable of
+    ``block`` (parameters, BatchNorm statistics) gets a leading ``depth`` axis, and each
+    step draws its own initialisation and dropout keys."""
+    return nn.scan(
+        lambda module, carry, _: (module(carry, train), None),
+        variable_axes={"params": 0, "batch_stats": 0},
+        split_rngs={"params": True, "dropout": True},
+        length=depth,
+    )(block, x, None)

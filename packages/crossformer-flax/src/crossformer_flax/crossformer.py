@@ -102,6 +102,7 @@ class Stage(nn.Module):
     ff_dropout: float = 0.0
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -126,6 +127,7 @@ class Stage(nn.Module):
                 "attn_dropout": self.attn_dropout,
             },
             remat=self.remat,
+            scan=self.scan,
             name="transformer",
             **dtypes,
         )(x, train=train)
@@ -162,6 +164,10 @@ class CrossFormer(nn.Module):
     passed to :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``);
     ``remat`` rematerialises each layer in the backward pass (less memory, same results).
     ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     dim: int | Sequence[int] = (64, 128, 256, 512)
@@ -176,6 +182,7 @@ class CrossFormer(nn.Module):
     channels: int = 3
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -309,6 +316,7 @@ class CrossFormer(nn.Module):
                 ff_dropout=self.ff_dropout,
                 attention_implementation=self.attention_implementation,
                 remat=self.remat,
+                scan=self.scan,
                 name=f"layers_{s}",
                 **dtypes,
             )(x, train=train)

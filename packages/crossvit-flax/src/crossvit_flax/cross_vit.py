@@ -65,6 +65,10 @@ class CrossViT(nn.Module):
     branch-transformer layer in the backward pass; ``attention_implementation`` is passed
     to :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``).
     ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     image_size: int
@@ -89,6 +93,7 @@ class CrossViT(nn.Module):
     emb_dropout: float = 0.1
     channels: int = 3
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -158,6 +163,7 @@ class CrossViT(nn.Module):
             cross_attn_dim_head=self.cross_attn_dim_head,
             dropout=self.dropout,
             remat=self.remat,
+            scan=self.scan,
             attention_implementation=self.attention_implementation,
             name="multi_scale_encoder",
             **dtypes,

@@ -23,6 +23,7 @@ class MultiScaleEncoder(nn.Module):
     ``layers.{i}.0``, ``.1``, ``.2``). The branch attentions always have their output
     projection ``to_out``, as the reference's, even with one head of width ``dim``.
     ``remat`` rematerialises each branch-transformer layer in the backward pass.
+    ``scan`` runs each branch transformer's layers as one ``nn.scan``.
     """
 
     depth: int
@@ -41,6 +42,7 @@ class MultiScaleEncoder(nn.Module):
     cross_attn_dim_head: int = 64
     dropout: float = 0.0
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -54,6 +56,7 @@ class MultiScaleEncoder(nn.Module):
         )
         encoder = dict(
             remat=self.remat,
+            scan=self.scan,
             attention_kwargs={"project_out": True, "implementation": self.attention_implementation},
             **common,
         )

@@ -45,6 +45,7 @@ class Stage(nn.Module):
     dropout: float = 0.0
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -79,6 +80,7 @@ class Stage(nn.Module):
                 "implementation": self.attention_implementation,
             },
             remat=self.remat,
+            scan=self.scan,
             name="transformer",
             **dtypes,
         )(x, train=train)
@@ -106,6 +108,10 @@ class CvT(nn.Module):
     (``None``, ``'xla'`` or ``'cudnn'``); ``remat`` rematerialises each transformer block in
     the backward pass (less memory, same results). ``dtype`` is the computation dtype,
     ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     num_classes: int
@@ -137,6 +143,7 @@ class CvT(nn.Module):
     channels: int = 3
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -175,6 +182,7 @@ class CvT(nn.Module):
                 dropout=self.dropout,
                 attention_implementation=self.attention_implementation,
                 remat=self.remat,
+                scan=self.scan,
                 name=f"layers_{stage - 1}",
                 **dtypes,
             )(x, train=train)

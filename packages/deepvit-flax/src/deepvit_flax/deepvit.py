@@ -24,6 +24,10 @@ class DeepViT(nn.Module):
     projections, ``emb_dropout`` after the position embedding, both only when
     ``train=True`` (rng stream ``'dropout'``). ``remat`` rematerialises each block in the
     backward pass. ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     image_size: int
@@ -39,6 +43,7 @@ class DeepViT(nn.Module):
     dropout: float = 0.0
     emb_dropout: float = 0.0
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -86,6 +91,7 @@ class DeepViT(nn.Module):
             final_norm=False,
             attention_cls=ReAttention,
             remat=self.remat,
+            scan=self.scan,
             name="transformer",
             **dtypes,
         )(x, train=train)

@@ -44,6 +44,10 @@ class PiT(nn.Module):
     backward pass; ``attention_implementation`` is passed to
     :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``). ``dtype``
     is the computation dtype, ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     image_size: int
@@ -58,6 +62,7 @@ class PiT(nn.Module):
     emb_dropout: float = 0.0
     channels: int = 3
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -130,6 +135,7 @@ class PiT(nn.Module):
                 dropout=self.dropout,
                 final_norm=False,
                 remat=self.remat,
+                scan=self.scan,
                 attention_kwargs={"implementation": self.attention_implementation},
                 name=f"layers_{2 * i}",
                 **dtypes,

@@ -27,6 +27,10 @@ class SimpleViT(nn.Module):
     block in the backward pass; ``attention_implementation`` is passed to
     :func:`jax.nn.dot_product_attention`; ``dtype`` is the computation dtype,
     ``param_dtype`` the parameters'. The position embedding is a constant, not a parameter.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     image_size: int | tuple[int, int]
@@ -39,6 +43,7 @@ class SimpleViT(nn.Module):
     channels: int = 3
     dim_head: int = 64
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -73,6 +78,7 @@ class SimpleViT(nn.Module):
             self.dim_head,
             self.mlp_dim,
             remat=self.remat,
+            scan=self.scan,
             # SimpleViT always projects the attention output, without a bias.
             attention_kwargs={
                 "project_out": True,

@@ -29,6 +29,10 @@ class T2TViT(nn.Module):
     both only when ``train=True`` (rng stream ``'dropout'``). ``remat`` rematerialises each
     block of the default transformer in the backward pass (a custom ``transformer`` brings
     its own). ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     image_size: int
@@ -46,6 +50,7 @@ class T2TViT(nn.Module):
     t2t_layers: Sequence[tuple[int, int]] = ((7, 4), (3, 2), (3, 2))
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -116,6 +121,7 @@ class T2TViT(nn.Module):
                 dropout=self.dropout,
                 attention_kwargs={"implementation": self.attention_implementation},
                 remat=self.remat,
+                scan=self.scan,
                 name="transformer",
                 **dtypes,
             )(x, train=train)

@@ -47,6 +47,7 @@ class Stage(nn.Module):
     dropout: float = 0.0
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -72,6 +73,7 @@ class Stage(nn.Module):
                     "has_local": self.has_local,
                 },
                 remat=self.remat,
+                scan=self.scan,
                 name=name,
                 **dtypes,
             )
@@ -112,6 +114,10 @@ class TwinsSVT(nn.Module):
     (``None``, ``'xla'`` or ``'cudnn'``); ``remat`` rematerialises each block in the
     backward pass (less memory, same results). ``dtype`` is the computation dtype,
     ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     num_classes: int
@@ -139,6 +145,7 @@ class TwinsSVT(nn.Module):
     dropout: float = 0.0
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -232,6 +239,7 @@ class TwinsSVT(nn.Module):
                 dropout=self.dropout,
                 attention_implementation=self.attention_implementation,
                 remat=self.remat,
+                scan=self.scan,
                 name=f"layers_{stage - 1}",
                 **dtypes,
             )(x, train=train)

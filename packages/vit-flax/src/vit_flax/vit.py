@@ -23,6 +23,10 @@ class ViT(nn.Module):
     ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention`
     (``None``, ``'xla'`` or ``'cudnn'``). ``dtype`` is the computation dtype,
     ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     image_size: int | tuple[int, int]
@@ -38,6 +42,7 @@ class ViT(nn.Module):
     dropout: float = 0.0
     emb_dropout: float = 0.0
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -83,6 +88,7 @@ class ViT(nn.Module):
             self.mlp_dim,
             dropout=self.dropout,
             remat=self.remat,
+            scan=self.scan,
             attention_kwargs={"implementation": self.attention_implementation},
             name="transformer",
             **dtypes,

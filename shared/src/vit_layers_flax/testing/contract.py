@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_layers_flax.conversion import ConversionError
+from vit_layers_flax.conversion import ConversionError, stack_layers
 from vit_layers_flax.testing.readme import run_readme_usage
 from vit_layers_flax.testing.reference import (
     build_reference,
@@ -216,8 +216,14 @@ class ContractSuite:
             cls.case = _case_fixture(small)
             cls.eager_case = _case_fixture(small[:1])
             cls.parity_case = _case_fixture(cls.cases)
-            if "remat" not in {f.name for f in dataclasses.fields(cls.model_cls)}:  # a layer without blocks
+            fields = {f.name for f in dataclasses.fields(cls.model_cls)}
+            if "remat" not in fields:  # a layer without blocks
                 cls.test_remat_leaves_outputs_and_gradients_unchanged = None
+            if "scan" not in fields:  # no homogeneous block stack
+                cls.test_scan_leaves_outputs_and_gradients_unchanged = None
+                cls.test_converter_builds_the_scanned_layout = None
+            if "attention_implementation" not in fields:  # attention that the fused kernel cannot express
+                cls.test_attention_implementation_reaches_dot_product_attention = None
             if "return_features" in inspect.signature(cls.model_cls.__call__).parameters:
                 missing = [c.id for c in small if c.feature_shapes is None]
                 assert not missing, f"{cls.__name__}: cases {missing} need feature_shapes"
@@ -336,6 +342,52 @@ class ContractSuite:
         assert relative_error(rematted[0], plain[0]) < 1e-6
         assert relative_error(rematted[1], plain[1]) < 1e-5
 
+    def test_scan_leaves_outputs_and_gradients_unchanged(self, eager_case):
+        """``scan=True`` runs each homogeneous block stack as one ``nn.scan``: the same
+        variables, stacked (:func:`~vit_layers_flax.stack_layers`), give the same outputs
+        and gradients, and a stack's parameters live in one subtree with a leading axis."""
+        built = self.make_built(eager_case)
+        scanned = self.build(eager_case, scan=True)
+        like = jax.eval_shape(scanned.init, jax.random.key(0), built.images)
+        variables = stack_layers(built.variables, like)
+        assert jax.tree.structure(variables) == jax.tree.structure(like)
+        assert [v.shape for v in jax.tree.leaves(variables)] == [v.shape for v in jax.tree.leaves(like)]
+        paths = [
+            tuple(k.key for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(like["params"])[0]
+        ]
+        assert any("layers" in path for path in paths), "scan=True built no scanned stack named 'layers'"
+
+        def loss(model, variables, params):
+            out = model.apply({**variables, "params": params}, built.images)
+            return sum(jnp.sum(jnp.sin(o)) for o in _leaves(out))
+
+        plain = jax.jit(jax.value_and_grad(lambda p: loss(built.model, built.variables, p)))(
+            built.variables["params"]
+        )
+        scan = jax.jit(jax.value_and_grad(lambda p: loss(scanned, variables, p)))(variables["params"])
+        assert relative_error(scan[0], plain[0]) < 1e-6
+        assert relative_error(scan[1], stack_layers(plain[1], like["params"])) < 1e-5
+
+    def test_attention_implementation_reaches_dot_product_attention(self, eager_case):
+        """``attention_implementation`` is :func:`jax.nn.dot_product_attention`'s
+        ``implementation``: ``'xla'`` lowers to exactly the default program; ``'cudnn'``
+        runs on a GPU (close to XLA in bfloat16, cuDNN's dtype) and is refused by JAX
+        elsewhere, which shows the option reaches it."""
+        built = self.make_built(eager_case)
+
+        def lowered(model):
+            return jax.jit(model.apply).lower(built.variables, built.images).as_text()
+
+        assert lowered(self.build(eager_case, attention_implementation="xla")) == lowered(built.model)
+        cudnn = self.build(eager_case, attention_implementation="cudnn", dtype=jnp.bfloat16)
+        if jax.default_backend() == "gpu":
+            xla16 = self.build(eager_case, attention_implementation="xla", dtype=jnp.bfloat16)
+            expected = jax.jit(xla16.apply)(built.variables, built.images)
+            assert relative_error(jax.jit(cudnn.apply)(built.variables, built.images), expected) < BF16_RTOL
+        else:
+            with pytest.raises(RuntimeError, match="cuDNN"):
+                jax.jit(cudnn.apply).lower(built.variables, built.images)
+
     def test_return_features_gives_one_nhwc_map_per_stage(self, built):
         """``return_features=True`` returns the stages' NHWC feature maps instead of logits,
         so a detection or segmentation head can sit on the backbone."""
@@ -405,6 +457,21 @@ class ContractSuite:
         theirs = reference_outputs(reference_model, images)
         error = relative_error(ours, theirs)
         _report({"suite": type(self).__name__, "case": parity_case.id, "relative_error": error})
+        assert error <= PARITY_RTOL, f"relative error {error:.3g} > {PARITY_RTOL}"
+
+    @pytest.mark.parity
+    def test_converter_builds_the_scanned_layout(self, eager_case):
+        """``from_vit_pytorch`` fills a ``scan=True`` model too (its stacked layout), and
+        that model matches vit-pytorch like the default one (first small case)."""
+        module, name = self.reference
+        reference_model = build_reference(module, name, eager_case.torch_kwargs)
+        model = self.build(eager_case, scan=True)
+        variables = self.convert(reference_model.state_dict(), model)
+        images = np.asarray(jax.random.normal(jax.random.key(7), eager_case.input_shape, jnp.float32))
+        error = relative_error(
+            jax.jit(model.apply)(variables, images), reference_outputs(reference_model, images)
+        )
+        _report({"suite": type(self).__name__, "case": eager_case.id + "/scan", "relative_error": error})
         assert error <= PARITY_RTOL, f"relative error {error:.3g} > {PARITY_RTOL}"
 
 
