@@ -249,12 +249,14 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(tags=["ci"])
 def examples(session: nox.Session) -> None:
-    """The training program's tests: data, one step per architecture, checkpoints, resume,
-    eight simulated devices."""
+    """The training program's tests (data, one step per architecture, checkpoints, resume,
+    eight simulated devices) and the benchmark runner's (every configuration builds; the
+    JAX side runs and writes its JSON and table)."""
     _install_examples(session, "pytest>=8", "pytest-xdist>=3")
     session.run(
         "pytest",
         str(ROOT / "examples" / "tests"),
+        str(ROOT / "benchmarks" / "tests"),
         "-p",
         "no:cacheprovider",
         "-n",

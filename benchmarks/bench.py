@@ -50,31 +50,38 @@ DEFAULT_BATCH = {"small": 32, "seed": 4, "b16": 32}
 
 @dataclasses.dataclass
 class Timing:
-    """Seconds per call: the median of ``repeats`` timings, each averaging enough calls to
-    last ``min_seconds``; ``first`` is the first call (compilation included)."""
+    """Seconds per call: the median of the timings, each averaging enough calls to last
+    ``min_seconds``; ``first`` is the first call (compilation included)."""
 
     first: float
     median: float
     spread: float  # (max - min) / median of the timings
 
 
-def measure(call: Callable[[], Any], *, repeats: int, min_seconds: float) -> Timing:
-    """Time ``call`` (which must block until its work is done)."""
-    start = time.perf_counter()
-    call()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    call()  # warm-up after compilation
-    once = time.perf_counter() - start
-    calls = max(1, math.ceil(min_seconds / max(once, 1e-6)))
-    times = []
-    for _ in range(repeats):
+def measure(calls: dict[Any, Callable[[], Any]], *, repeats: int, min_seconds: float) -> dict[Any, Timing]:
+    """Time each of ``calls`` (which must block until their work is done), interleaved:
+    each round times every call once, so that a slower stretch of a shared machine hits
+    JAX and torch alike and their ratio stays fair."""
+    first, counts = {}, {}
+    for name, call in calls.items():
         start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        times.append((time.perf_counter() - start) / calls)
-    median = statistics.median(times)
-    return Timing(first, median, (max(times) - min(times)) / median)
+        call()
+        first[name] = time.perf_counter() - start
+        start = time.perf_counter()
+        call()  # warm-up after compilation
+        counts[name] = max(1, math.ceil(min_seconds / max(time.perf_counter() - start, 1e-6)))
+    times: dict[Any, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            for _ in range(counts[name]):
+                call()
+            times[name].append((time.perf_counter() - start) / counts[name])
+    timings = {}
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        timings[name] = Timing(first[name], median, (max(ts) - min(ts)) / median)
+    return timings
 
 
 def _flops(compiled) -> float | None:
@@ -85,30 +92,30 @@ def _flops(compiled) -> float | None:
     return float(flops) if flops else None
 
 
-def bench_jax(cfg: Config, batch: int, args: argparse.Namespace) -> dict[str, Any]:
-    """The Flax model's inference and train step: compile times, FLOPs, images per second."""
+Calls = dict[str, Callable[[], Any]]
+
+
+def prepare_jax(cfg: Config, batch: int, args: argparse.Namespace) -> tuple[dict[str, Any], Calls]:
+    """The Flax model's compiled inference and train step: figures known before timing
+    (parameters, compile times, FLOPs) and the two calls to time."""
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
-    model = cfg.flax_model(dtype=dtype, attention_implementation=args.attention_implementation)
+    model = cfg.flax_model(
+        dtype=dtype, attention_implementation=args.attention_implementation, scan=args.scan or None
+    )
     keys = jax.random.split(jax.random.key(0), 3)
     images = jax.random.normal(keys[0], (batch, cfg.image_size, cfg.image_size, 3))
     labels = jax.random.randint(keys[1], (batch,), 0, cfg.kwargs["num_classes"])
     variables = jax.jit(model.init)(keys[2], images[:1])
-    params = sum(x.size for x in jax.tree.leaves(variables["params"]))
 
     start = time.perf_counter()
     infer = jax.jit(model.apply).lower(variables, images).compile()
     infer_compile = time.perf_counter() - start
-    infer_time = measure(
-        lambda: infer(variables, images).block_until_ready(),
-        repeats=args.repeats,
-        min_seconds=args.min_seconds,
-    )
-
+    own = jax.tree.map(jnp.copy, variables)  # the step donates its state
     state = TrainState.create(
         apply_fn=model.apply,
-        params=variables["params"],
+        params=own["params"],
         tx=optax.adamw(1e-3, weight_decay=0.05),
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=own.get("batch_stats", {}),
     )
     start = time.perf_counter()
     step = jax.jit(train_step, donate_argnums=0).lower(state, images, labels, keys[0]).compile()
@@ -119,22 +126,21 @@ def bench_jax(cfg: Config, batch: int, args: argparse.Namespace) -> dict[str, An
         holder[0], metrics = step(holder[0], images, labels, keys[0])
         metrics["loss"].block_until_ready()
 
-    train_time = measure(train_call, repeats=args.repeats, min_seconds=args.min_seconds)
-    return dict(
-        params=params,
+    info = dict(
+        params=sum(x.size for x in jax.tree.leaves(variables["params"])),
         infer_compile_s=infer_compile,
         train_compile_s=train_compile,
         infer_flops=_flops(infer),
         train_flops=_flops(step),
-        infer_images_per_s=batch / infer_time.median,
-        train_images_per_s=batch / train_time.median,
-        infer_spread=infer_time.spread,
-        train_spread=train_time.spread,
     )
+    return info, {"infer": lambda: infer(variables, images).block_until_ready(), "train": train_call}
 
 
-def bench_torch(cfg: Config, batch: int, args: argparse.Namespace, *, compiled: bool) -> dict[str, Any]:
-    """vit-pytorch's inference and train step (AdamW), eager or under ``torch.compile``."""
+def prepare_torch(
+    cfg: Config, batch: int, args: argparse.Namespace, *, compiled: bool
+) -> tuple[dict[str, Any], Calls]:
+    """vit-pytorch's inference and train step (AdamW), eager or under ``torch.compile``.
+    Compiled, both are run once here, so that the compile times are known."""
     import torch
     import torch.nn.functional as F
 
@@ -149,11 +155,13 @@ def bench_torch(cfg: Config, batch: int, args: argparse.Namespace, *, compiled: 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def infer_call():
+        model.eval()
         with torch.inference_mode(), autocast:
             forward(images)
         sync()
 
     def train_call():
+        model.train()
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             loss = F.cross_entropy(forward(images), labels)
@@ -161,25 +169,49 @@ def bench_torch(cfg: Config, batch: int, args: argparse.Namespace, *, compiled: 
         optimizer.step()
         sync()
 
-    model.eval()
-    infer_time = measure(infer_call, repeats=args.repeats, min_seconds=args.min_seconds)
-    model.train()
-    train_time = measure(train_call, repeats=args.repeats, min_seconds=args.min_seconds)
-    result = dict(
-        params=sum(p.numel() for p in model.parameters()),
-        infer_images_per_s=batch / infer_time.median,
-        train_images_per_s=batch / train_time.median,
-        infer_spread=infer_time.spread,
-        train_spread=train_time.spread,
-        threads=torch.get_num_threads(),
+    calls = {"infer": infer_call, "train": train_call}
+    info: dict[str, Any] = dict(
+        params=sum(p.numel() for p in model.parameters()), threads=torch.get_num_threads()
     )
     if compiled:
-        result["infer_compile_s"] = infer_time.first - infer_time.median
-        result["train_compile_s"] = train_time.first - train_time.median
-    return result
+        for name, call in calls.items():
+            first = measure({name: call}, repeats=1, min_seconds=0.0)[name]
+            info[f"{name}_compile_s"] = first.first - first.median
+    return info, calls
 
 
-def _guarded(run: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+def bench(cfg: Config, batch: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every side of one configuration, timed together: ``{"jax": ..., "torch_eager": ...,
+    "torch_compile": ...}``, each with images per second for ``infer`` and ``train``; a
+    side that fails is ``{"error": ...}`` and the others go on."""
+    prepared = {"jax": _guarded(prepare_jax, cfg, batch, args)}
+    if not args.no_torch:
+        prepared["torch_eager"] = _guarded(prepare_torch, cfg, batch, args, compiled=False)
+        if "all" in args.torch_compile or cfg.arch in args.torch_compile:
+            prepared["torch_compile"] = _guarded(prepare_torch, cfg, batch, args, compiled=True)
+    calls = {
+        (side, name): call
+        for side, result in prepared.items()
+        if isinstance(result, tuple)
+        for name, call in result[1].items()
+    }
+    timings = _guarded(measure, calls, repeats=args.repeats, min_seconds=args.min_seconds)
+    record: dict[str, dict[str, Any]] = {}
+    for side, result in prepared.items():
+        if not isinstance(result, tuple):
+            record[side] = result
+        elif "error" in timings:
+            record[side] = timings
+        else:
+            record[side] = dict(result[0])
+            for name in ("infer", "train"):
+                timing = timings[side, name]
+                record[side][f"{name}_images_per_s"] = batch / timing.median
+                record[side][f"{name}_spread"] = timing.spread
+    return record
+
+
+def _guarded(run: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``run(*args, **kwargs)``; a failure becomes ``{"error": ...}`` so the others go on."""
     try:
         return run(*args, **kwargs)
@@ -206,7 +238,6 @@ def machine() -> dict[str, Any]:
         from importlib.metadata import version
 
         import torch
-        import vit_pytorch  # noqa: F401  (its version is in the distribution metadata)
 
         info.update(
             torch=torch.__version__, vit_pytorch=version("vit-pytorch"), torch_threads=torch.get_num_threads()
@@ -252,7 +283,8 @@ def markdown(results: dict[str, Any]) -> str:
     info = results["machine"]
     lines = [
         f"Measured {results['date']} on {info['processor']} ({info['cores']} cores, JAX backend "
-        f"{info['backend']}: {info['device']}), {results['settings']['dtype']}; jax {info['jax']}, "
+        f"{info['backend']}: {info['device']}), {results['settings']['dtype']}"
+        f"{', scan=True' if results['settings'].get('scan') else ''}; jax {info['jax']}, "
         f"flax {info['flax']}, torch {info.get('torch', '–')} ({info.get('torch_threads', '–')} threads), "
         f"vit-pytorch {info.get('vit_pytorch', '–')}. Images per second, median of "
         f"{results['settings']['repeats']} timings; × is JAX over vit-pytorch.",
@@ -324,11 +356,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-torch", action="store_true", help="measure the JAX models only")
     parser.add_argument(
         "--torch-compile",
-        choices=["all", "small", "none"],
-        default="all",
-        help="which configurations to also run under torch.compile",
+        nargs="+",
+        default=["all"],
+        metavar="ARCH",
+        help="the architectures to also run under torch.compile: names, 'all' or 'none' (default all)",
     )
     parser.add_argument("--attention-implementation", default=None, help="e.g. cudnn (GPU)")
+    parser.add_argument("--scan", action="store_true", help="scan=True for the models that take it")
     parser.add_argument(
         "--out",
         type=Path,
@@ -343,6 +377,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--batch takes CONFIG=N with CONFIG in {CONFIG_NAMES}, got {item!r}")
         batch[name] = int(size)
     args.batch = batch
+    unknown = set(args.torch_compile) - set(ARCHITECTURES) - {"all", "none"}
+    if unknown:
+        parser.error(f"--torch-compile: unknown architectures {sorted(unknown)}")
     args.torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"
     return args
 
@@ -355,21 +392,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device = "".join(c if c.isalnum() else "-" for c in info["device"]).strip("-").lower()
         args.out = Path(__file__).parent / "results" / f"{date}-{device}-{args.dtype}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    settings = dict(dtype=args.dtype, repeats=args.repeats, min_seconds=args.min_seconds, batch=args.batch)
+    settings = dict(
+        dtype=args.dtype,
+        repeats=args.repeats,
+        min_seconds=args.min_seconds,
+        batch=args.batch,
+        scan=args.scan,
+        attention_implementation=args.attention_implementation,
+    )
     results: dict[str, Any] = dict(date=date, machine=info, settings=settings, results=[])
     work = [(a, c) for a in args.arch for c in args.configs if config(a, c) is not None]
     bar = tqdm(work, unit="model")
     for arch, name in bar:
         cfg, batch = config(arch, name), args.batch[name]
         record: dict[str, Any] = dict(arch=arch, config=name, batch=batch, image_size=cfg.image_size)
-        bar.set_description(f"{arch} {name}: JAX")
-        record["jax"] = _guarded(bench_jax, cfg, batch, args)
-        if not args.no_torch:
-            bar.set_description(f"{arch} {name}: torch eager")
-            record["torch_eager"] = _guarded(bench_torch, cfg, batch, args, compiled=False)
-            if args.torch_compile == "all" or args.torch_compile == name:
-                bar.set_description(f"{arch} {name}: torch.compile")
-                record["torch_compile"] = _guarded(bench_torch, cfg, batch, args, compiled=True)
+        bar.set_description(f"{arch} {name}")
+        record.update(bench(cfg, batch, args))
         results["results"].append(record)
         bar.write(_summary(record))
         # write as we go: a long run that is stopped keeps what it measured

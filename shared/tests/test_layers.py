@@ -214,6 +214,35 @@ def test_depthwise_conv_and_peg_shapes():
     np.testing.assert_array_equal(peg.apply(zero, x), x)  # a zero conv leaves the residual
 
 
+@pytest.mark.parametrize(
+    "dim_out, kernel_size, stride, padding, shape",
+    [(4, 3, 1, 1, (2, 7, 9, 4)), (8, 5, 2, 2, (2, 9, 8, 4)), (12, (3, 1), (2, 3), (0, 1), (1, 6, 7, 4))],
+)
+def test_depthwise_conv_cpu_path_equals_grouped_convolution(dim_out, kernel_size, stride, padding, shape):
+    """The CPU's shifted-slice sum, its gradients, and nn.Conv's initial values are those
+    of nn.Conv with ``feature_group_count`` (what other backends run)."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    ours = depthwise_conv(4, dim_out, kernel_size, stride=stride, padding=padding)
+    ph, pw = pair(padding)
+    grouped = nn.Conv(
+        dim_out, pair(kernel_size), strides=pair(stride), padding=((ph, ph), (pw, pw)), feature_group_count=4
+    )
+    variables = ours.init(jax.random.key(1), x)
+    assert jax.tree.all(jax.tree.map(np.array_equal, variables, grouped.init(jax.random.key(1), x)))
+    variables = jax.tree.map(lambda v: v + jax.random.normal(jax.random.key(2), v.shape), variables)
+
+    def loss(module, variables, x):
+        return jnp.sum(jnp.sin(module.apply(variables, x)))
+
+    assert relative_error(ours.apply(variables, x), grouped.apply(variables, x)) < 1e-6
+    ours_grads = jax.grad(loss, argnums=(1, 2))(ours, variables, x)
+    grouped_grads = jax.grad(loss, argnums=(1, 2))(grouped, variables, x)
+    assert relative_error(ours_grads, grouped_grads) < 1e-5
+    in_bf16 = depthwise_conv(4, dim_out, kernel_size, stride=stride, padding=padding, dtype=jnp.bfloat16)
+    out = in_bf16.apply(variables, x)
+    assert out.dtype == jnp.bfloat16 and relative_error(out, grouped.apply(variables, x)) < 0.02
+
+
 # conversion -------------------------------------------------------------------------
 
 

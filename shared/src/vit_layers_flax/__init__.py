@@ -27,7 +27,7 @@ from vit_layers_flax.layer_drop import layer_keep_mask
 from vit_layers_flax.layer_norm import ChanLayerNorm, LayerNorm
 from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
 from vit_layers_flax.position_embedding import posemb_sincos_2d
-from vit_layers_flax.transformer import Transformer, TransformerBlock, scan_blocks
+from vit_layers_flax.transformer import Transformer, TransformerBlock, apply_blocks
 from vit_layers_flax.unfold import unfold, unfold_output_size
 from vit_layers_flax.validation import cast_tuple, check_config, check_images, check_stage_size, pair
 from vit_layers_flax.windows import merge_windows, partition_windows
@@ -49,6 +49,7 @@ __all__ = [
     "Transformer",
     "TransformerBlock",
     "apply_attention",
+    "apply_blocks",
     "attention_params",
     "attention_weights",
     "cast_tuple",
@@ -67,7 +68,6 @@ __all__ = [
     "patch_embedding_params",
     "patchify",
     "posemb_sincos_2d",
-    "scan_blocks",
     "stack_layers",
     "transformer_params",
     "unfold",

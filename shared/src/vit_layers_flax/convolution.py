@@ -3,10 +3,88 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 from vit_layers_flax.typing import Array, Dtype
 from vit_layers_flax.validation import pair
+
+
+class DepthwiseConv(nn.Module):
+    """torch's ``Conv2d(dim_in, dim_out, k, stride, padding, groups=dim_in)`` on NHWC maps.
+
+    ``(batch, H, W, dim_in) -> (batch, H', W', dim_out)``, ``H' = (H + 2 ph - kh) // sh + 1``;
+    output channel ``o`` reads input channel ``o // (dim_out // dim_in)``, as torch's
+    groups do. Parameters are ``nn.Conv``'s: ``kernel`` ``(kh, kw, 1, dim_out)`` (torch's
+    ``(dim_out, 1, kh, kw)``; convert it with ``StateDict.conv2d``) and ``bias``.
+
+    On the CPU the convolution is computed as a sum of ``kh * kw`` strided slices of the
+    padded map, each scaled per channel, accumulated in at least float32: XLA fuses that
+    into one loop, and its gradient into pads and reductions, where its grouped
+    convolution (and above all that convolution's gradient) runs several times slower. On
+    other backends it is ``lax.conv_general_dilated`` with ``feature_group_count``.
+    """
+
+    dim_in: int
+    dim_out: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kh, kw = self.kernel_size
+        kernel = self.param(
+            "kernel", nn.linear.default_kernel_init, (kh, kw, 1, self.dim_out), self.param_dtype
+        )
+        bias = (
+            self.param("bias", nn.initializers.zeros_init(), (self.dim_out,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        (ph, pw), (sh, sw) = self.padding, self.stride
+        if jax.default_backend() == "cpu":
+            y = _shifted_sum(x, kernel, self.dim_out // self.dim_in, (sh, sw), (ph, pw))
+        else:
+            y = lax.conv_general_dilated(
+                x,
+                kernel,
+                window_strides=(sh, sw),
+                padding=((ph, ph), (pw, pw)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=self.dim_in,
+            )
+        return y if bias is None else y + bias
+
+
+def _shifted_sum(
+    x: Array, kernel: Array, multiplier: int, stride: tuple[int, int], padding: tuple[int, int]
+) -> Array:
+    """The depthwise convolution as ``sum_ij slice_ij(pad(x)) * kernel[i, j]``."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel.shape[:2], stride, padding
+    batch, height, width, _ = x.shape
+    out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+    accumulate = jnp.promote_types(x.dtype, jnp.float32)
+    padded = jnp.pad(jnp.repeat(x, multiplier, axis=-1), ((0, 0), (ph, ph), (pw, pw), (0, 0))).astype(
+        accumulate
+    )
+    weights = kernel[:, :, 0, :].astype(accumulate)
+    y = jnp.zeros((batch, out_h, out_w, kernel.shape[-1]), accumulate)
+    for i in range(kh):
+        for j in range(kw):
+            window = lax.slice(
+                padded,
+                (0, i, j, 0),
+                (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, padded.shape[-1]),
+                (1, sh, sw, 1),
+            )
+            y = y + window * weights[i, j]
+    return y.astype(x.dtype)
 
 
 def depthwise_conv(
@@ -20,23 +98,19 @@ def depthwise_conv(
     dtype: Dtype | None = None,
     param_dtype: Dtype = jnp.float32,
     name: str | None = None,
-) -> nn.Conv:
-    """torch's ``Conv2d(dim_in, dim_out, k, stride, padding, groups=dim_in)`` as an NHWC ``nn.Conv``.
-
-    ``(batch, H, W, dim_in) -> (batch, H', W', dim_out)``; ``dim_out`` must be a multiple of
-    ``dim_in``. Padding is explicit and symmetric, never ``'SAME'``. The kernel is
-    ``(kh, kw, 1, dim_out)`` (torch's ``(dim_out, 1, kh, kw)``; convert it with
-    ``StateDict.conv2d``).
+) -> DepthwiseConv:
+    """torch's ``Conv2d(dim_in, dim_out, k, stride, padding, groups=dim_in)``: a
+    :class:`DepthwiseConv`. ``dim_out`` must be a multiple of ``dim_in``; padding is
+    explicit and symmetric, never ``'SAME'``.
     """
     if dim_out % dim_in:
         raise ValueError(f"depthwise conv: dim_out {dim_out} must be a multiple of dim_in {dim_in}")
-    ph, pw = pair(padding)
-    return nn.Conv(
+    return DepthwiseConv(
+        dim_in,
         dim_out,
         kernel_size=pair(kernel_size),
-        strides=pair(stride),
-        padding=((ph, ph), (pw, pw)),
-        feature_group_count=dim_in,
+        stride=pair(stride),
+        padding=pair(padding),
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=param_dtype,

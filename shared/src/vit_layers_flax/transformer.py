@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -58,8 +58,8 @@ class Transformer(nn.Module):
     LayerNorm (DeepViT, vit_for_small_dataset). ``remat=True`` rematerialises each block
     in the backward pass (less activation memory, same outputs). ``scan=True`` runs the
     blocks as one ``nn.scan`` over a single block whose parameters carry a leading
-    ``depth`` axis (``layers`` instead of ``layers_0`` ...): the same outputs, one block
-    to compile instead of ``depth``. :func:`vit_layers_flax.stack_layers` turns one layout
+    ``depth`` axis (``layers`` instead of ``layers_0`` ...; :func:`apply_blocks`): the
+    same outputs, one block to compile instead of ``depth``. :func:`vit_layers_flax.stack_layers` turns one layout
     into the other, and the packages' converters produce either. ``attention_cls`` and
     ``attention_kwargs`` are passed to every block. ``block_cls`` replaces the block
     (constructed with :class:`TransformerBlock`'s fields plus ``block_kwargs`` and called as
@@ -95,27 +95,44 @@ class Transformer(nn.Module):
             param_dtype=self.param_dtype,
             **(self.block_kwargs or {}),
         )
-        if self.scan and self.depth > 0:  # (a scan of length 0 would still create parameters)
-            block = block_cls(self.dim, self.heads, self.dim_head, self.mlp_dim, name="layers", **fields)
-            x, _ = scan_blocks(block, x, self.depth, train)
-        else:
-            for i in range(self.depth):
-                block = block_cls(
-                    self.dim, self.heads, self.dim_head, self.mlp_dim, name=f"layers_{i}", **fields
-                )
-                x = block(x, train)
+        x = apply_blocks(
+            lambda name: block_cls(self.dim, self.heads, self.dim_head, self.mlp_dim, name=name, **fields),
+            self.depth,
+            x,
+            train=train,
+            scan=self.scan,
+        )
         if self.final_norm:
             x = LayerNorm(name="norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x
 
 
-def scan_blocks(block: nn.Module, x: Array, depth: int, train: bool) -> tuple[Array, None]:
-    """``x = block_i(x, train)`` for ``i < depth`` as one ``nn.scan``: every variable of
-    ``block`` (parameters, BatchNorm statistics) gets a leading ``depth`` axis, and each
-    step draws its own initialisation and dropout keys."""
-    return nn.scan(
-        lambda module, carry, _: (module(carry, train), None),
+def apply_blocks(
+    make_block: Callable[[str], nn.Module],
+    depth: int,
+    x: Any,
+    *args: Any,
+    train: bool,
+    scan: bool = False,
+) -> Any:
+    """``x`` through ``depth`` identical blocks: ``x = make_block(name)(x, *args, train)``.
+
+    ``x`` (an array or a tuple of arrays) keeps its shapes from block to block; ``args``
+    (e.g. a shared attention bias) are the same for every block. Without ``scan`` the
+    blocks are ``layers_0`` ... ``layers_{depth-1}``, run in a Python loop. With ``scan``
+    they are one ``nn.scan`` over a single block named ``layers``: every variable of it
+    (parameters, BatchNorm statistics) gets a leading ``depth`` axis, each step draws its
+    own initialisation and dropout keys, and the block is traced and compiled once instead
+    of ``depth`` times. Call it from a compact method.
+    """
+    if not scan or depth == 0:  # (a scan of length 0 would still create parameters)
+        for i in range(depth):
+            x = make_block(f"layers_{i}")(x, *args, train)
+        return x
+    x, _ = nn.scan(
+        lambda module, carry, _: (module(carry, *args, train), None),
         variable_axes={"params": 0, "batch_stats": 0},
         split_rngs={"params": True, "dropout": True},
         length=depth,
-    )(block, x, None)
+    )(make_block("layers"), x, None)
+    return x

@@ -66,6 +66,10 @@ class LeViT(nn.Module):
     normalises with batch statistics and, with ``mutable=['batch_stats']``, updates the
     running ones. ``remat`` rematerialises each block in the backward pass (less memory,
     same results). ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     image_size: int
@@ -80,6 +84,7 @@ class LeViT(nn.Module):
     dropout: float = 0.0
     num_distill_classes: int | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -172,6 +177,7 @@ class LeViT(nn.Module):
                 dim_out=stage.dim_out,
                 downsample=stage.downsample,
                 remat=self.remat,
+                scan=self.scan,
                 name=f"backbone_{i}",
                 **dtypes,
             )

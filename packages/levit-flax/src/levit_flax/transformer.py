@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from levit_flax.attention import Attention
 from levit_flax.feed_forward import FeedForward
+from vit_layers_flax import apply_blocks
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -58,7 +59,9 @@ class Transformer(nn.Module):
     the (first) attention's query is strided, so ``f' = ceil(f / 2)``; the attention
     residual is kept only when the block neither downsamples nor changes the width.
     Parameters ``layers_{i}`` (the reference's ``layers.{i}``). ``remat`` rematerialises
-    each block in the backward pass (same results, less memory).
+    each block in the backward pass (same results, less memory). ``scan`` runs the blocks
+    as one ``nn.scan`` (parameters and statistics stacked under ``layers``) where they are
+    identical, i.e. when the stage neither downsamples nor changes the width.
     """
 
     dim: int
@@ -72,15 +75,19 @@ class Transformer(nn.Module):
     dim_out: int | None = None
     downsample: bool = False
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         dim_out = self.dim if self.dim_out is None else self.dim_out
-        block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block  # (self, x, train)
-        for i in range(self.depth):
-            x = block_cls(
+        identical = not self.downsample and self.dim == dim_out
+        block_cls = Block
+        if self.remat:  # (self, x, train)
+            block_cls = nn.remat(block_cls, static_argnums=(2,), prevent_cse=not (self.scan and identical))
+        return apply_blocks(
+            lambda name: block_cls(
                 dim_out,
                 self.fmap_size,
                 self.heads,
@@ -89,9 +96,13 @@ class Transformer(nn.Module):
                 mlp_mult=self.mlp_mult,
                 dropout=self.dropout,
                 downsample=self.downsample,
-                attn_residual=not self.downsample and self.dim == dim_out,
-                name=f"layers_{i}",
+                attn_residual=identical,
+                name=name,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
-            )(x, train)
-        return x
+            ),
+            self.depth,
+            x,
+            train=train,
+            scan=self.scan and identical,
+        )

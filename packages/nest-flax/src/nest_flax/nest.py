@@ -37,6 +37,7 @@ class Hierarchy(nn.Module):
     mlp_mult: int
     dropout: float = 0.0
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -54,6 +55,7 @@ class Hierarchy(nn.Module):
             self.mlp_mult,
             dropout=self.dropout,
             remat=self.remat,
+            scan=self.scan,
             attention_implementation=self.attention_implementation,
             name="transformer",
             **dtypes,
@@ -90,6 +92,10 @@ class NesT(nn.Module):
     pass (less activation memory, same results). ``attention_implementation`` is passed to
     :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``). ``dtype`` is
     the computation dtype, ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     image_size: int
@@ -104,6 +110,7 @@ class NesT(nn.Module):
     dim_head: int = 64
     dropout: float = 0.0
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -175,6 +182,7 @@ class NesT(nn.Module):
                 mlp_mult=self.mlp_mult,
                 dropout=self.dropout,
                 remat=self.remat,
+                scan=self.scan,
                 attention_implementation=self.attention_implementation,
                 name=f"layers_{i}",
                 **dtypes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_layers_flax import TransformerBlock
+from vit_layers_flax import TransformerBlock, apply_blocks
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -18,7 +18,8 @@ class LocalTransformer(nn.Module):
     are the shared :class:`~vit_layers_flax.TransformerBlock` with ``dim_head = dim //
     heads``, an MLP of ``dim * mlp_mult``, an output projection even for one head, and no
     final LayerNorm. The same weights serve every block of the feature map (blocks are
-    on the batch axis). ``remat=True`` rematerialises each block in the backward pass.
+    on the batch axis). ``remat=True`` rematerialises each block in the backward pass;
+    ``scan=True`` runs the blocks as one ``nn.scan`` (parameters stacked under ``layers``).
     """
 
     dim: int
@@ -28,6 +29,7 @@ class LocalTransformer(nn.Module):
     mlp_mult: int
     dropout: float = 0.0
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -36,17 +38,24 @@ class LocalTransformer(nn.Module):
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         pos_emb = self.param("pos_emb", nn.initializers.normal(stddev=1.0), (self.seq_len,), self.param_dtype)
         x = x + pos_emb[: x.shape[1], None].astype(x.dtype)
-        block_cls = nn.remat(TransformerBlock, static_argnums=(2,)) if self.remat else TransformerBlock
-        for i in range(self.depth):
-            x = block_cls(
+        block_cls = TransformerBlock
+        if self.remat:
+            block_cls = nn.remat(block_cls, static_argnums=(2,), prevent_cse=not self.scan)
+        attention_kwargs = {"project_out": True, "implementation": self.attention_implementation}
+        return apply_blocks(
+            lambda name: block_cls(
                 self.dim,
                 self.heads,
                 self.dim // self.heads,
                 self.dim * self.mlp_mult,
                 dropout=self.dropout,
-                attention_kwargs={"project_out": True, "implementation": self.attention_implementation},
+                attention_kwargs=attention_kwargs,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
-                name=f"layers_{i}",
-            )(x, train)
-        return x
+                name=name,
+            ),
+            self.depth,
+            x,
+            train=train,
+            scan=self.scan,
+        )

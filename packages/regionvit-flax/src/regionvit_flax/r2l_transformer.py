@@ -8,7 +8,7 @@ from einops import rearrange
 
 from regionvit_flax.position_bias import local_rel_pos_indices
 from regionvit_flax.windows import merge_windows, partition_windows
-from vit_layers_flax import Attention, FeedForward
+from vit_layers_flax import Attention, FeedForward, apply_blocks
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -70,7 +70,8 @@ class R2LTransformer(nn.Module):
     tensor, zero for the regional token, shared by every window and every layer. Windows are
     partitioned once before the layers and merged once after: the reference's per-layer
     round trip through the ``(b, (h w), d)`` layout is the identity. ``remat=True``
-    rematerialises each layer in the backward pass.
+    rematerialises each layer in the backward pass; ``scan=True`` runs the layers as one
+    ``nn.scan`` (parameters stacked under ``layers``).
     """
 
     dim: int
@@ -81,6 +82,7 @@ class R2LTransformer(nn.Module):
     attn_dropout: float = 0.0
     ff_dropout: float = 0.0
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -101,9 +103,11 @@ class R2LTransformer(nn.Module):
         bias = jnp.pad(bias, ((0, 0), (0, 0), (1, 0), (1, 0)))  # zero bias to and from the regional token
 
         tokens = partition_windows(local_tokens, region_tokens)
-        block_cls = nn.remat(R2LBlock, static_argnums=(3,)) if self.remat else R2LBlock
-        for i in range(self.depth):
-            tokens = block_cls(
+        block_cls = R2LBlock
+        if self.remat:  # (self, tokens, bias, train)
+            block_cls = nn.remat(block_cls, static_argnums=(3,), prevent_cse=not self.scan)
+        tokens = apply_blocks(
+            lambda name: block_cls(
                 self.dim,
                 rh * rw,
                 heads=self.heads,
@@ -113,6 +117,12 @@ class R2LTransformer(nn.Module):
                 attention_implementation=self.attention_implementation,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
-                name=f"layers_{i}",
-            )(tokens, bias, train)
+                name=name,
+            ),
+            self.depth,
+            tokens,
+            bias,
+            train=train,
+            scan=self.scan,
+        )
         return merge_windows(tokens, (rh, rw), window)

@@ -38,6 +38,7 @@ class Stage(nn.Module):
     attn_dropout: float = 0.0
     ff_dropout: float = 0.0
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -64,6 +65,7 @@ class Stage(nn.Module):
             attn_dropout=self.attn_dropout,
             ff_dropout=self.ff_dropout,
             remat=self.remat,
+            scan=self.scan,
             attention_implementation=self.attention_implementation,
             name="transformer",
             **dtypes,
@@ -102,6 +104,10 @@ class RegionViT(nn.Module):
     ``'dropout'``). ``remat`` rematerialises each regional-to-local layer in the backward pass;
     ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention` (``None``,
     ``'xla'`` or ``'cudnn'``). ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+
+    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
+    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
+    too): the same outputs, and deep configurations compile faster.
     """
 
     dim: int | Sequence[int] = (64, 128, 256, 512)
@@ -115,6 +121,7 @@ class RegionViT(nn.Module):
     ff_dropout: float = 0.0
     channels: int = 3
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -220,6 +227,7 @@ class RegionViT(nn.Module):
                 attn_dropout=self.attn_dropout,
                 ff_dropout=self.ff_dropout,
                 remat=self.remat,
+                scan=self.scan,
                 attention_implementation=self.attention_implementation,
                 name=f"layers_{i}",
                 **dtypes,

@@ -1,0 +1,61 @@
+"""The benchmark's configurations build, and its runner writes what the README shows."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from architectures import ARCHITECTURES, CONFIG_NAMES, config
+from bench import main, markdown, measure
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_small_and_seed_configurations_build(arch):
+    for name in ("small", "seed"):
+        cfg = config(arch, name)
+        model = cfg.flax_model()
+        images = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+        variables = jax.eval_shape(model.init, jax.random.key(0), images)
+        logits = jax.eval_shape(model.apply, variables, images)
+        assert logits.shape == (1, cfg.kwargs["num_classes"]), (arch, name)
+
+
+def test_b16_is_vit_only_and_unknown_names_are_refused():
+    assert config("vit", "b16").kwargs["dim"] == 768
+    assert config("cvt", "b16") is None
+    assert "b16" in CONFIG_NAMES
+    with pytest.raises(ValueError, match="unknown configuration 'huge'"):
+        config("vit", "huge")
+
+
+def test_measure_interleaves_the_calls_and_reports_each_median():
+    order = []
+    timings = measure(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, min_seconds=0.0
+    )
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert set(timings) == {"a", "b"} and all(t.median >= 0 and t.first >= 0 for t in timings.values())
+
+
+def test_runner_writes_json_and_markdown(tmp_path):
+    """CvT: a BatchNorm model, whose statistics the donated train state must not take
+    from the variables inference uses."""
+    out = tmp_path / "result"
+    args = ["--arch", "cvt", "--configs", "small", "--no-torch", "--repeats", "1", "--min-seconds", "0"]
+    results = main([*args, "--out", str(out)])
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["machine"]["backend"] == "cpu" and saved["settings"]["dtype"] == "float32"
+    (record,) = saved["results"]
+    assert record["arch"] == "cvt" and record["config"] == "small" and record["batch"] == 32
+    jax_figures = record["jax"]
+    assert jax_figures["params"] > 0 and jax_figures["train_flops"] > jax_figures["infer_flops"] > 0
+    assert jax_figures["infer_images_per_s"] > 0 and jax_figures["train_images_per_s"] > 0
+    table = out.with_suffix(".md").read_text()
+    assert table == markdown(results) and "| cvt | small | 32 |" in table
+
+
+def test_runner_refuses_unknown_architectures_for_torch_compile(capsys):
+    with pytest.raises(SystemExit):
+        main(["--torch-compile", "vitt"])
+    assert "unknown architectures ['vitt']" in capsys.readouterr().err
