@@ -305,7 +305,7 @@ def markdown(results: dict[str, Any]) -> str:
             r["config"],
             str(r["batch"]),
             f"{ours['params'] / 1e6:.1f} M",
-            _fmt(gflop, ".2f"),
+            _fmt(gflop, ".3g"),
             f"{ours['infer_compile_s']:.1f} / {ours['train_compile_s']:.1f}",
         ]
         for kind in ("infer", "train"):
