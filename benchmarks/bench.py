@@ -92,6 +92,13 @@ def _flops(compiled) -> float | None:
     return float(flops) if flops else None
 
 
+def _temp_bytes(compiled) -> int | None:
+    """The compiled program's temporary buffers (activations kept for the backward pass,
+    workspace), where the backend reports them."""
+    analysis = compiled.memory_analysis()
+    return None if analysis is None else int(analysis.temp_size_in_bytes)
+
+
 Calls = dict[str, Callable[[], Any]]
 
 
@@ -100,7 +107,10 @@ def prepare_jax(cfg: Config, batch: int, args: argparse.Namespace) -> tuple[dict
     (parameters, compile times, FLOPs) and the two calls to time."""
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
     model = cfg.flax_model(
-        dtype=dtype, attention_implementation=args.attention_implementation, scan=args.scan or None
+        dtype=dtype,
+        attention_implementation=args.attention_implementation,
+        scan=args.scan or None,
+        remat=args.remat or None,
     )
     keys = jax.random.split(jax.random.key(0), 3)
     images = jax.random.normal(keys[0], (batch, cfg.image_size, cfg.image_size, 3))
@@ -132,6 +142,7 @@ def prepare_jax(cfg: Config, batch: int, args: argparse.Namespace) -> tuple[dict
         train_compile_s=train_compile,
         infer_flops=_flops(infer),
         train_flops=_flops(step),
+        train_temp_bytes=_temp_bytes(step),
     )
     return info, {"infer": lambda: infer(variables, images).block_until_ready(), "train": train_call}
 
@@ -284,7 +295,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Measured {results['date']} on {info['processor']} ({info['cores']} cores, JAX backend "
         f"{info['backend']}: {info['device']}), {results['settings']['dtype']}"
-        f"{', scan=True' if results['settings'].get('scan') else ''}; jax {info['jax']}, "
+        f"{', scan=True' if results['settings'].get('scan') else ''}"
+        f"{', remat=True' if results['settings'].get('remat') else ''}; jax {info['jax']}, "
         f"flax {info['flax']}, torch {info.get('torch', '–')} ({info.get('torch_threads', '–')} threads), "
         f"vit-pytorch {info.get('vit_pytorch', '–')}. Images per second, median of "
         f"{results['settings']['repeats']} timings; × is JAX over vit-pytorch.",
@@ -363,6 +375,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--attention-implementation", default=None, help="e.g. cudnn (GPU)")
     parser.add_argument("--scan", action="store_true", help="scan=True for the models that take it")
+    parser.add_argument("--remat", action="store_true", help="remat=True for every model")
     parser.add_argument(
         "--out",
         type=Path,
@@ -398,6 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         min_seconds=args.min_seconds,
         batch=args.batch,
         scan=args.scan,
+        remat=args.remat,
         attention_implementation=args.attention_implementation,
     )
     results: dict[str, Any] = dict(date=date, machine=info, settings=settings, results=[])

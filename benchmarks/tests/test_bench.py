@@ -51,6 +51,7 @@ def test_runner_writes_json_and_markdown(tmp_path):
     jax_figures = record["jax"]
     assert jax_figures["params"] > 0 and jax_figures["train_flops"] > jax_figures["infer_flops"] > 0
     assert jax_figures["infer_images_per_s"] > 0 and jax_figures["train_images_per_s"] > 0
+    assert jax_figures["train_temp_bytes"] > 0
     table = out.with_suffix(".md").read_text()
     assert table == markdown(results) and "| cvt | small | 32 |" in table
 

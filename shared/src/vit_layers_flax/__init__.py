@@ -20,7 +20,7 @@ from vit_layers_flax.conversion import (
     stack_layers,
     transformer_params,
 )
-from vit_layers_flax.convolution import PEG, depthwise_conv
+from vit_layers_flax.convolution import PEG, DepthwiseConv, depthwise_conv
 from vit_layers_flax.feed_forward import FeedForward
 from vit_layers_flax.head import MlpHead
 from vit_layers_flax.layer_drop import layer_keep_mask
@@ -40,6 +40,7 @@ __all__ = [
     "BatchNorm",
     "ChanLayerNorm",
     "ConversionError",
+    "DepthwiseConv",
     "FeedForward",
     "LayerNorm",
     "MlpHead",
