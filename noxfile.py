@@ -7,7 +7,7 @@ Sessions (``nox -l`` lists them all; ``nox -t ci`` is the full CPU check):
                                  ``JAX_PLATFORMS`` is set, so a missing accelerator fails
 * ``parity(<dist>)``             the tests against vit-pytorch (torch, CPU)
 * ``build(<dist>)``              hatch builds wheel and sdist; the wheel is installed alone
-                                 into a clean environment, which runs the README usage
+                                 into a clean environment, where all its modules import
 * ``min_versions(<dist>)``       the JAX tests against the oldest declared jax/flax
 * ``demo``                       the main job: examples/train.py trains the default architecture
 * ``examples``                   the training program's tests
@@ -165,7 +165,8 @@ def _usage_script(readme: Path) -> str:
 @nox.session(tags=["ci"])
 @nox.parametrize("dist", [nox.param(d, id=d) for d in DISTS])
 def build(session: nox.Session, dist: str) -> None:
-    """hatchling builds the wheel and sdist; the wheel alone, in a clean env, runs the README usage."""
+    """hatchling builds the wheel and sdist; the wheel alone, with only its declared
+    dependencies, installs into a clean environment and imports there."""
     session.install("hatchling>=1.26")
     out = Path(session.create_tmp()).resolve() / "dist"
     shared_out = out / "shared"
@@ -181,32 +182,49 @@ def build(session: nox.Session, dist: str) -> None:
     sdists = sorted(out.glob("*.tar.gz"))
     if len(wheels) != 1 or len(sdists) != 1:
         session.error(f"expected one wheel and one sdist, built {wheels + sdists}")
-    find_links: list[str] = []
+    local: list[str] = []
     if dist != SHARED:  # the model's one local dependency, as the wheel users get from PyPI
         with session.chdir(DISTS[SHARED]):
             session.run("python", "-m", "hatchling", "build", "-t", "wheel", "--directory", str(shared_out))
-        find_links = ["--find-links", str(shared_out)]
+        local = [str(w) for w in shared_out.glob("*.whl")]
+    module = _module_name(dist)
 
     with tempfile.TemporaryDirectory() as clean:
         env_dir = Path(clean) / "env"
         python = env_dir / "bin" / "python"
         session.run("uv", "venv", "--quiet", "--python", sys.executable, str(env_dir), external=True)
+        # the freshly built wheels by path, and never a cached build of the same version
         session.run(
             "uv",
             "pip",
             "install",
             "--quiet",
+            "--refresh-package",
+            SHARED,
             "--python",
             str(python),
             str(wheels[0]),
-            *find_links,
+            *local,
             external=True,
         )
-        script = Path(clean) / "usage.py"
-        script.write_text(_usage_script(DISTS[dist] / "README.md"), encoding="utf-8")
-        # run from the temporary folder so that nothing from the source tree is importable
+        # every module of the package, from the wheel (run from the temporary folder, so
+        # that nothing from the source tree is importable)
+        check = (
+            "import importlib, pkgutil\n"
+            f"package = importlib.import_module({module!r})\n"
+            "for info in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+            "    if not info.name.endswith('.testing') and '.testing.' not in info.name:\n"
+            "        importlib.import_module(info.name)\n"
+            "print(package.__name__, package.__version__, 'imports from its wheel')\n"
+        )
         with session.chdir(clean):
-            session.run(str(python), "-I", str(script), external=True, env={"JAX_PLATFORMS": "cpu"})
+            session.run(str(python), "-I", "-c", check, external=True, env={"JAX_PLATFORMS": "cpu"})
+
+
+def _module_name(dist: str) -> str:
+    """``vit-flax`` -> ``vit_flax``: the import name (each package's ``src/<module>``)."""
+    (module,) = [p.name for p in (DISTS[dist] / "src").iterdir() if p.is_dir() and p.name.isidentifier()]
+    return module
 
 
 @nox.session
