@@ -36,7 +36,13 @@ from vit_layers_flax import (
     stack_layers,
     unfold,
 )
-from vit_layers_flax.testing import build_reference, load_reference, relative_error, run_readme_usage
+from vit_layers_flax.testing import (
+    build_reference,
+    enable_x64,
+    load_reference,
+    relative_error,
+    run_readme_usage,
+)
 
 x_tokens = jax.random.normal(jax.random.key(0), (2, 5, 16))
 
@@ -99,6 +105,51 @@ def test_posemb_sincos_2d_layout_and_errors():
         posemb_sincos_2d(2, 2, 10)
 
 
+def test_layer_norm_derivatives_equal_autodiff_of_the_two_pass_formula():
+    # the reference: Flax's LayerNorm with torch's eps and two-pass variance, differentiated by JAX
+    flax_norm = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False)
+    x = jax.random.normal(jax.random.key(1), (3, 5, 16)) * 3 + 1
+    params = {
+        "scale": jax.random.normal(jax.random.key(2), (16,)),
+        "bias": jax.random.normal(jax.random.key(3), (16,)),
+    }
+    cotangent = jax.random.normal(jax.random.key(4), x.shape)
+
+    def loss(norm):
+        return lambda p, x: jnp.sum(norm.apply({"params": p}, x) * cotangent)
+
+    ours, theirs = loss(LayerNorm()), loss(flax_norm)
+    np.testing.assert_allclose(
+        LayerNorm().apply({"params": params}, x), flax_norm.apply({"params": params}, x), rtol=1e-5, atol=1e-5
+    )
+    for a, b in zip(
+        jax.tree.leaves(jax.grad(ours, (0, 1))(params, x)),
+        jax.tree.leaves(jax.grad(theirs, (0, 1))(params, x)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # forward mode, and forward-over-reverse (Hessian-vector products) work too
+    tangent = jax.random.normal(jax.random.key(5), x.shape)
+    np.testing.assert_allclose(
+        jax.jvp(lambda x: ours(params, x), (x,), (tangent,))[1],
+        jax.jvp(lambda x: theirs(params, x), (x,), (tangent,))[1],
+        rtol=1e-4,
+    )
+    hvp = [
+        jax.jvp(jax.grad(f, 1), (params, x), (jax.tree.map(jnp.zeros_like, params), tangent))[1]
+        for f in (ours, theirs)
+    ]
+    np.testing.assert_allclose(hvp[0], hvp[1], rtol=1e-3, atol=1e-4)
+    # dtypes: Flax's rule (the promoted dtype unless ``dtype`` is given), statistics in float32
+    x16 = x.astype(jnp.bfloat16)
+    assert LayerNorm().apply({"params": params}, x16).dtype == jnp.float32
+    out16 = LayerNorm(dtype=jnp.bfloat16).apply({"params": params}, x16)
+    assert out16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(
+        out16.astype(jnp.float32), flax_norm.apply({"params": params}, x16), rtol=0.05, atol=0.05
+    )
+
+
 def test_chan_layer_norm_equals_torch_style_layer_norm():
     x = jax.random.normal(jax.random.key(1), (2, 4, 4, 6)) * 3 + 1
     chan = ChanLayerNorm()
@@ -158,7 +209,7 @@ def test_attention_adds_its_bias_and_feed_forward_output_dropout_is_optional():
 
 
 def test_attention_weights_accumulate_in_float64_under_x64():
-    with jax.enable_x64(True):
+    with enable_x64():
         q = jax.random.normal(jax.random.key(0), (1, 3, 2, 4), jnp.float64)
         assert attention_weights(q, q).dtype == jnp.float64
 

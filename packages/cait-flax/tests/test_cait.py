@@ -296,12 +296,12 @@ def test_seed_config_matches_reference_in_float64():
     conditioning of the randomly initialised model (see :func:`temper_talking_heads`)."""
     import torch
 
-    from vit_layers_flax.testing import reference_outputs, relative_error
+    from vit_layers_flax.testing import enable_x64, reference_outputs, relative_error
 
     seed = next(c for c in CASES if c.seed_config)
     reference = build_reference("cait", "CaiT", seed.torch_kwargs).double()
     images = np.asarray(jax.random.normal(jax.random.key(7), seed.input_shape, jnp.float32), np.float64)
-    with jax.enable_x64(True):
+    with enable_x64():
         model = CaiT(**seed.kwargs, dtype=jnp.float64, param_dtype=jnp.float64)
         variables = from_vit_pytorch(reference.state_dict(), model)
         ours = np.asarray(jax.jit(model.apply)(variables, images))

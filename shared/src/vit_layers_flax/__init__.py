@@ -24,7 +24,7 @@ from vit_layers_flax.convolution import PEG, DepthwiseConv, depthwise_conv
 from vit_layers_flax.feed_forward import FeedForward
 from vit_layers_flax.head import MlpHead
 from vit_layers_flax.layer_drop import layer_keep_mask
-from vit_layers_flax.layer_norm import ChanLayerNorm, LayerNorm
+from vit_layers_flax.layer_norm import ChanLayerNorm, LayerNorm, layer_norm
 from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
 from vit_layers_flax.position_embedding import posemb_sincos_2d
 from vit_layers_flax.transformer import Transformer, TransformerBlock, apply_blocks
@@ -61,6 +61,7 @@ __all__ = [
     "feed_forward_params",
     "finalize",
     "layer_keep_mask",
+    "layer_norm",
     "load_torch_state_dict",
     "merge_windows",
     "mlp_head_params",

@@ -19,6 +19,7 @@ from vit_layers_flax.testing.contract import (
     Built,
     ContractSuite,
     ModelCase,
+    enable_x64,
     random_variables,
     relative_error,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ContractSuite",
     "ModelCase",
     "build_reference",
+    "enable_x64",
     "load_reference",
     "parameter_count",
     "random_variables",

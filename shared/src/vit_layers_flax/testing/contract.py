@@ -95,6 +95,16 @@ def _leaves(out) -> list[jax.Array]:
     return jax.tree_util.tree_leaves(out)
 
 
+def enable_x64():
+    """A context manager enabling 64-bit types: ``jax.enable_x64(True)``, or on the oldest
+    JAX the packages declare (which lacks it) ``jax.experimental.enable_x64()``."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64 as experimental_enable_x64
+
+    return experimental_enable_x64()
+
+
 def relative_error(actual, desired) -> float:
     """``max |actual - desired| / max |desired|`` over all output leaves."""
     actual = [np.asarray(a, np.float64) for a in _leaves(actual)]
