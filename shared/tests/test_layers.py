@@ -33,6 +33,7 @@ from vit_layers_flax import (
     pair,
     partition_windows,
     posemb_sincos_2d,
+    split_qkv,
     stack_layers,
     unfold,
 )
@@ -157,6 +158,14 @@ def test_chan_layer_norm_equals_torch_style_layer_norm():
     ref = LayerNorm().apply({"params": {"scale": jnp.ones(6), "bias": jnp.zeros(6)}}, x)
     np.testing.assert_allclose(chan.apply(params, x), ref, rtol=1e-5, atol=1e-5)
     assert ChanLayerNorm(dtype=jnp.bfloat16).apply(params, x).dtype == jnp.bfloat16
+
+
+def test_split_qkv_equals_the_reference_chunk_and_head_rearrange():
+    qkv = jax.random.normal(jax.random.key(0), (2, 5, 3 * 4 * 6))
+    # the reference: qkv.chunk(3, dim=-1), then "b n (h d) -> b h n d" (here b n h d)
+    expected = [t.reshape(2, 5, 4, 6) for t in np.split(np.asarray(qkv), 3, axis=-1)]
+    for ours, theirs in zip(split_qkv(qkv, heads=4), expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_attention_fused_path_equals_explicit_weights():

@@ -6,7 +6,13 @@ layer dropping, input validation and the vit-pytorch weight-conversion helpers. 
 contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
 """
 
-from vit_layers_flax.attention import Attention, SoftmaxAttention, apply_attention, attention_weights
+from vit_layers_flax.attention import (
+    Attention,
+    SoftmaxAttention,
+    apply_attention,
+    attention_weights,
+    split_qkv,
+)
 from vit_layers_flax.batch_norm import BatchNorm
 from vit_layers_flax.checkpoint import load_torch_state_dict
 from vit_layers_flax.conversion import (
@@ -70,6 +76,7 @@ __all__ = [
     "patch_embedding_params",
     "patchify",
     "posemb_sincos_2d",
+    "split_qkv",
     "stack_layers",
     "transformer_params",
     "unfold",

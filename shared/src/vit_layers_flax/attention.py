@@ -34,6 +34,15 @@ def apply_attention(weights: Array, v: Array) -> Array:
     return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
 
 
+def split_qkv(qkv: Array, heads: int) -> tuple[Array, Array, Array]:
+    """A fused ``to_qkv`` projection's output, ``(..., 3 * heads * dim_head)`` with q, k and v
+    one after the other (the reference's ``chunk(3)``), as ``q, k, v``, each
+    ``(..., heads, dim_head)``. A split, whose gradient XLA writes as one concatenation
+    (indexing a rearranged stack pads each gradient to the full width and adds them)."""
+    q, k, v = (rearrange(t, "... (h d) -> ... h d", h=heads) for t in jnp.split(qkv, 3, axis=-1))
+    return q, k, v
+
+
 class SoftmaxAttention(nn.Module):
     """Scaled dot-product softmax attention with dropout on the weights; no parameters.
 
@@ -100,7 +109,7 @@ class Attention(nn.Module):
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(name="norm", **dense)(x)
         qkv = nn.Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
-        q, k, v = rearrange(qkv, "b n (three h d) -> three b n h d", three=3, h=self.heads)
+        q, k, v = split_qkv(qkv, self.heads)
         out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, bias, train=train)
         out = rearrange(out, "b n h d -> b n (h d)")
         if not self.projects_out:

@@ -12,7 +12,7 @@ from crossformer_flax.position_bias import (
     relative_positions,
 )
 from crossformer_flax.windows import merge_windows, partition_windows
-from vit_layers_flax import ChanLayerNorm, SoftmaxAttention
+from vit_layers_flax import ChanLayerNorm, SoftmaxAttention, split_qkv
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -62,7 +62,7 @@ class WindowAttention(nn.Module):
         x = ChanLayerNorm(name="norm", **dtypes)(x)
         x = partition_windows(x, wsz, self.attn_type)
         qkv = nn.Dense(3 * heads * self.dim_head, use_bias=False, name="to_qkv", **dtypes)(x)
-        q, k, v = rearrange(qkv, "b n (three h d) -> three b n h d", three=3, h=heads)
+        q, k, v = split_qkv(qkv, heads)
 
         # Dynamic position bias, computed once per call and shared by every window and head:
         # the MLP runs on the (2w+1)^2 offsets in [-w, w]^2, and the (w^2, w^2) constant

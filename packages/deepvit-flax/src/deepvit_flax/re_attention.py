@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import LayerNorm, attention_weights
+from vit_layers_flax import LayerNorm, attention_weights, split_qkv
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -38,7 +38,7 @@ class ReAttention(nn.Module):
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(name="norm", **dense)(x)
         qkv = nn.Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
-        q, k, v = rearrange(qkv, "b n (three h d) -> three b n h d", three=3, h=self.heads)
+        q, k, v = split_qkv(qkv, self.heads)
 
         attn = attention_weights(q, k)  # (b, h, i, j), float32
         attn = nn.Dropout(self.dropout)(attn, deterministic=not train)
