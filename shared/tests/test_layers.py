@@ -1,5 +1,6 @@
 """Unit tests of the shared layers, validation and conversion helpers."""
 
+import math
 import pickle
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from vit_layers_flax import (
     check_stage_size,
     depthwise_conv,
     finalize,
+    gelu,
     layer_keep_mask,
     load_torch_state_dict,
     merge_windows,
@@ -158,6 +160,26 @@ def test_chan_layer_norm_equals_torch_style_layer_norm():
     ref = LayerNorm().apply({"params": {"scale": jnp.ones(6), "bias": jnp.zeros(6)}}, x)
     np.testing.assert_allclose(chan.apply(params, x), ref, rtol=1e-5, atol=1e-5)
     assert ChanLayerNorm(dtype=jnp.bfloat16).apply(params, x).dtype == jnp.bfloat16
+
+
+def test_gelu_is_torchs_exact_gelu():
+    torch = pytest.importorskip("torch")
+    x = np.linspace(-12, 12, 2001, dtype=np.float32)
+    expected = torch.nn.GELU()(torch.from_numpy(x)).numpy()
+    ours = np.asarray(gelu(jnp.asarray(x)))
+    positive = x >= 0
+    np.testing.assert_allclose(ours[positive], expected[positive], rtol=1e-6)
+    # for x < 0 torch's formula (ours) takes 1 + erf(x / sqrt(2)) with erf near -1, so both
+    # carry an absolute error of a few float32 ulps of 1 times |x| / 2, and their erfs differ
+    # by an ulp or two; beyond about -3.8 XLA's erf rounds to -1 (output 0, torch's a few 1e-7)
+    np.testing.assert_allclose(ours[~positive], expected[~positive], rtol=0, atol=7e-7)
+    np.testing.assert_allclose(ours, nn.gelu(jnp.asarray(x), approximate=False), rtol=0, atol=7e-7)
+    # its derivative, by JAX: d/dx = Phi(x) + x phi(x)
+    grad = jax.vmap(jax.grad(gelu))(jnp.asarray(x))
+    phi = np.exp(-0.5 * x.astype(np.float64) ** 2) / np.sqrt(2 * np.pi)
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(x.astype(np.float64) / np.sqrt(2)))
+    np.testing.assert_allclose(grad, cdf + x * phi, rtol=1e-5, atol=1e-6)
+    assert gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16
 
 
 def test_split_qkv_equals_the_reference_chunk_and_head_rearrange():

@@ -6,6 +6,7 @@ layer dropping, input validation and the vit-pytorch weight-conversion helpers. 
 contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
 """
 
+from vit_layers_flax.activation import gelu
 from vit_layers_flax.attention import (
     Attention,
     SoftmaxAttention,
@@ -66,6 +67,7 @@ __all__ = [
     "depthwise_conv",
     "feed_forward_params",
     "finalize",
+    "gelu",
     "layer_keep_mask",
     "layer_norm",
     "load_torch_state_dict",

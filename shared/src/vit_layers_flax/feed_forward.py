@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_layers_flax.activation import gelu
 from vit_layers_flax.layer_norm import LayerNorm
 from vit_layers_flax.typing import Array, Dtype
 
@@ -30,7 +31,7 @@ class FeedForward(nn.Module):
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(name="norm", **dense)(x)
         x = nn.Dense(self.hidden_dim, name="fc1", **dense)(x)
-        x = nn.gelu(x, approximate=False)
+        x = gelu(x)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         x = nn.Dense(self.dim, name="fc2", **dense)(x)
         if not self.output_dropout:

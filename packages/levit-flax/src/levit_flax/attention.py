@@ -10,7 +10,7 @@ import numpy as np
 from einops import rearrange
 
 from levit_flax.conv_norm import ConvNorm
-from vit_layers_flax import apply_attention
+from vit_layers_flax import apply_attention, gelu
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -91,7 +91,7 @@ class Attention(nn.Module):
         weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
         out = rearrange(apply_attention(weights, v), "b (x y) h d -> b x y (h d)", x=q_rows)
 
-        out = nn.gelu(out, approximate=False)
+        out = gelu(out)
         out = ConvNorm(self.dim_out, use_bias=True, zero_init_norm=True, name="to_out", **dtypes)(
             out, train=train
         )

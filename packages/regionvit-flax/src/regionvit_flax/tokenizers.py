@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import ChanLayerNorm
+from vit_layers_flax import ChanLayerNorm, gelu
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -38,8 +38,8 @@ class LocalTokenizer3Conv(nn.Module):
                 self.dim, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)), name=name, **dtypes
             )
 
-        x = nn.gelu(ChanLayerNorm(name="norm1", **dtypes)(conv(2, "conv1")(x)), approximate=False)
-        x = nn.gelu(ChanLayerNorm(name="norm2", **dtypes)(conv(2, "conv2")(x)), approximate=False)
+        x = gelu(ChanLayerNorm(name="norm1", **dtypes)(conv(2, "conv1")(x)))
+        x = gelu(ChanLayerNorm(name="norm2", **dtypes)(conv(2, "conv2")(x)))
         return conv(1, "conv3")(x)
 
 
