@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from cait_flax import CaiT, LayerScale, from_vit_pytorch, layer_scale_init_eps
 
+from vit_layers_flax import stack_layers
 from vit_layers_flax.testing import (
     ContractSuite,
     ModelCase,
@@ -205,6 +206,31 @@ def test_layer_scale_init_depends_on_the_block_position():
     for depth in (1, 20, 30):
         scale = LayerScale(8, depth).init(jax.random.key(0), jnp.ones((1, 2, 8)))["params"]["scale"]
         np.testing.assert_array_equal(scale, np.full(8, layer_scale_init_eps(depth), np.float32))
+
+
+def test_scan_keeps_each_blocks_layer_scale_init_and_layer_dropout():
+    """The scanned stack initialises every position as the loop does (0.1 up to 18, 1e-5
+    beyond) and, given the same rng, drops the same blocks in training."""
+    kwargs = {**SMALL, "dim": 16, "heads": 2, "dim_head": 8, "mlp_dim": 16, "depth": 20, "layer_dropout": 0.5}
+    images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    loop, scanned = CaiT(**kwargs), CaiT(**kwargs, scan=True)
+    params = loop.init(jax.random.key(0), images)["params"]
+    stacked = scanned.init(jax.random.key(0), images)["params"]
+    scales = stacked["patch_transformer"]["layers"]["attn_scale"]["scale"]
+    expected = np.stack([np.full(16, layer_scale_init_eps(d), np.float32) for d in range(1, 21)])
+    np.testing.assert_array_equal(scales, expected)
+    np.testing.assert_array_equal(stacked["patch_transformer"]["layers"]["ff_scale"]["scale"], expected)
+
+    as_scanned = stack_layers({"params": params}, {"params": stacked})
+    rngs = {"dropout": jax.random.key(3)}
+    ours = scanned.apply(as_scanned, images, train=True, rngs=rngs)
+    np.testing.assert_allclose(
+        ours, loop.apply({"params": params}, images, train=True, rngs=rngs), rtol=1e-5, atol=1e-6
+    )
+    # and the mask matters: another rng drops other blocks
+    assert not np.allclose(
+        ours, scanned.apply(as_scanned, images, train=True, rngs={"dropout": jax.random.key(4)})
+    )
 
 
 @pytest.mark.parity

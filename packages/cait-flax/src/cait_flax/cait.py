@@ -29,7 +29,10 @@ class CaiT(nn.Module):
     ``train=True``, with the rng stream ``'dropout'``. Unlike the reference, whose
     ``layer_dropout`` also acts in eval mode, evaluation here is deterministic.
     ``channels`` (3, fixed in the reference) is the number of input channels. ``remat``
-    rematerialises each block in the backward pass. ``dtype`` is the computation dtype,
+    rematerialises each block in the backward pass. ``scan=True`` runs each of the two
+    stacks as one ``nn.scan`` (parameters stacked under ``layers`` with a leading depth
+    axis, each block keeping its own LayerScale initial value; ``from_vit_pytorch`` fills
+    that layout too): the same outputs, and deep stacks compile faster. ``dtype`` is the computation dtype,
     ``param_dtype`` the parameters'.
     """
 
@@ -47,6 +50,7 @@ class CaiT(nn.Module):
     layer_dropout: float = 0.0
     channels: int = 3
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -91,6 +95,7 @@ class CaiT(nn.Module):
             dropout=self.dropout,
             layer_dropout=self.layer_dropout,
             remat=self.remat,
+            scan=self.scan,
             **dtypes,
         )
 

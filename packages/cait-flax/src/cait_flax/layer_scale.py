@@ -28,17 +28,24 @@ class LayerScale(nn.Module):
 
     ``(..., dim) -> (..., dim)``. Applied to the output of a residual branch (the reference
     wraps the branch module; here the block calls the branch, then this). The reference's
-    parameter has shape ``(1, 1, dim)``; the converter drops the singleton axes.
+    parameter has shape ``(1, 1, dim)``; the converter drops the singleton axes. Under
+    ``nn.scan`` one module serves every position of the stack: the caller passes the
+    position's initial value as ``init_eps`` (a traced scalar) and leaves ``depth`` unset.
     """
 
     dim: int
-    depth: int
+    depth: int | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, branch: Array) -> Array:
-        init = nn.initializers.constant(layer_scale_init_eps(self.depth))
+    def __call__(self, branch: Array, init_eps: Array | float | None = None) -> Array:
+        if init_eps is None:
+            init_eps = layer_scale_init_eps(self.depth)
+
+        def init(key: Array, shape: tuple[int, ...], dtype: Dtype) -> Array:
+            return jnp.full(shape, init_eps, dtype)
+
         scale = self.param("scale", init, (self.dim,), self.param_dtype)
         dtype = self.dtype or jnp.result_type(branch, scale)
         return branch.astype(dtype) * scale.astype(dtype)
