@@ -22,6 +22,7 @@ from vit_layers_flax import (
     StateDict,
     Transformer,
     apply_attention,
+    apply_blocks,
     attention_weights,
     cast_tuple,
     check_images,
@@ -393,6 +394,49 @@ def test_stack_layers_passes_a_matching_layout_through_and_rejects_gaps():
     del loop["params"]["layers_1"]
     with pytest.raises(ConversionError, match=r"blocks \[0, 2\] are not numbered 0 to 1"):
         stack_layers(loop, like)
+
+
+class _FirstBlockApart(nn.Module):
+    """A first Dense of its own (``layers_0``), then ``apply_blocks`` numbering on from 1."""
+
+    scan: bool = False
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Dense(4, name="layers_0")(x)
+        return apply_blocks(lambda name: _Residual(name=name), 3, x, train=train, scan=self.scan, start=1)
+
+
+class _Residual(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        return x + nn.Dense(4)(x)
+
+
+def test_stack_layers_keeps_a_first_block_of_its_own_and_stacks_the_rest():
+    x = jnp.ones((2, 4))
+    variables = _FirstBlockApart().init(jax.random.key(0), x)
+    assert set(variables["params"]) == {"layers_0", "layers_1", "layers_2", "layers_3"}
+    scanned = _FirstBlockApart(scan=True)
+    like = jax.eval_shape(scanned.init, jax.random.key(0), x)
+    assert set(like["params"]) == {"layers_0", "layers"}
+    stacked = stack_layers(variables, like)
+    np.testing.assert_array_equal(
+        stacked["params"]["layers_0"]["kernel"], variables["params"]["layers_0"]["kernel"]
+    )
+    np.testing.assert_array_equal(
+        stacked["params"]["layers"]["Dense_0"]["kernel"][0],
+        variables["params"]["layers_1"]["Dense_0"]["kernel"],
+    )
+    np.testing.assert_array_equal(
+        stacked["params"]["layers"]["Dense_0"]["kernel"][2],
+        variables["params"]["layers_3"]["Dense_0"]["kernel"],
+    )
+    out = scanned.apply(stacked, x)
+    assert relative_error(out, _FirstBlockApart().apply(variables, x)) < 1e-6
+    del variables["params"]["layers_2"]
+    with pytest.raises(ConversionError, match=r"blocks \[1, 3\] are not numbered 1 to 2"):
+        stack_layers(variables, like)
 
 
 def test_conversion_error_is_a_value_error():

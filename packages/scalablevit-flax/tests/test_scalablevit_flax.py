@@ -9,15 +9,16 @@ from scalablevit_flax.convert import sample_image_size
 from vit_layers_flax import MlpHead
 from vit_layers_flax.testing import ContractSuite, ModelCase, random_variables, relative_error
 
-# Small cases: one block each (a block costs seconds of XLA compilation per compiled function,
+# Small cases: few blocks (a block costs seconds of XLA compilation per compiled function,
 # and a dropout site more), widths 16-32, 32-48 px. Every attention has at least two keys per
 # query (with a single key the queries would get no gradient). Stage maps: ceil(side / 4),
-# then ceil(/ 2) per stage. Two blocks in a stage (the PEG in the first only) are checked by
-# the seed's parity and the README's weight-loading block.
+# then ceil(/ 2) per stage. The first case has two blocks in its stage (the PEG in the first
+# only), so that scan=True has a stack to scan (the second block); the seed's parity and the
+# README's weight-loading block check deeper stages.
 SMALL = dict(
     num_classes=10,
     dim=16,
-    depth=(1, 0),
+    depth=(2, 0),
     heads=1,
     reduction_factor=(2, 1),
     window_size=(4, None),
@@ -228,3 +229,17 @@ def test_features_are_what_the_head_pools():
 
     logits, pooled = both(variables, images)
     assert relative_error(pooled, logits) < 1e-6
+
+
+def test_scan_keeps_the_peg_block_and_stacks_the_rest():
+    """scan=True: each stage's first block (with the PEG) stays ``layers_0``; the others are
+    one ``layers`` subtree with a leading axis of ``depth - 1``, and a one-block stage has none."""
+    model = ScalableViT(**{**SMALL, "depth": (3, 1), "window_size": (4, None), "scan": True})
+    params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))[
+        "params"
+    ]
+    first = params["layers_0"]["transformer"]
+    assert set(first) == {"layers_0", "layers", "norm"}
+    assert "peg" in first["layers_0"] and "peg" not in first["layers"]
+    assert first["layers"]["ff1"]["fc1"]["kernel"].shape == (2, 16, 32)
+    assert set(params["layers_1"]["transformer"]) == {"layers_0"}

@@ -191,10 +191,12 @@ def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def stack_layers(variables: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
-    """Per-block subtrees ``<name>_0 ... <name>_{n-1}`` -> one ``<name>`` subtree whose
-    arrays carry a leading axis of ``n``, wherever ``like`` (the target module's variables
-    or their shapes, e.g. from ``jax.eval_shape(model.init, ...)``) has ``<name>`` and no
-    ``<name>_0``: the layout of a block stack built with ``scan=True``.
+    """Per-block subtrees ``<name>_i ... <name>_j`` -> one ``<name>`` subtree whose arrays
+    carry a leading axis of ``j - i + 1``, wherever ``like`` (the target module's variables
+    or their shapes, e.g. from ``jax.eval_shape(model.init, ...)``) has ``<name>``: the
+    layout of a block stack built with ``scan=True``. The blocks stacked are those ``like``
+    does not have itself, so a stack whose first block differs (ScalableViT's, with its
+    PEG) keeps ``<name>_0`` and stacks ``<name>_1 ...``; they must be numbered without gaps.
 
     Everything else is kept as it is, so variables already in ``like``'s layout pass
     through unchanged. The converters call this through :func:`finalize`; call it
@@ -206,15 +208,18 @@ def stack_layers(variables: Mapping[str, Any], like: Mapping[str, Any]) -> dict[
     stacks: dict[str, dict[int, Any]] = {}
     for key, value in variables.items():
         base, _, index = key.rpartition("_")
-        if key not in like and index.isdigit() and base in like and f"{base}_0" not in like:
+        if key not in like and index.isdigit() and base in like:
             stacks.setdefault(base, {})[int(index)] = value
         else:
             out[key] = stack_layers(value, like[key]) if key in like else value
     for base, blocks in stacks.items():
-        if sorted(blocks) != list(range(len(blocks))):
-            raise ConversionError(f"{base}: blocks {sorted(blocks)} are not numbered 0 to {len(blocks) - 1}")
+        first = min(blocks)
+        if sorted(blocks) != list(range(first, first + len(blocks))):
+            raise ConversionError(
+                f"{base}: blocks {sorted(blocks)} are not numbered {first} to {first + len(blocks) - 1}"
+            )
         try:
-            stacked = jax.tree.map(lambda *xs: np.stack(xs), *(blocks[i] for i in range(len(blocks))))
+            stacked = jax.tree.map(lambda *xs: np.stack(xs), *(blocks[i] for i in sorted(blocks)))
         except ValueError as error:
             raise ConversionError(
                 f"{base}: the blocks' variables differ, so they cannot be stacked: {error}"

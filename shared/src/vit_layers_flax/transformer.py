@@ -114,19 +114,21 @@ def apply_blocks(
     *args: Any,
     train: bool,
     scan: bool = False,
+    start: int = 0,
 ) -> Any:
     """``x`` through ``depth`` identical blocks: ``x = make_block(name)(x, *args, train)``.
 
     ``x`` (an array or a tuple of arrays) keeps its shapes from block to block; ``args``
     (e.g. a shared attention bias) are the same for every block. Without ``scan`` the
-    blocks are ``layers_0`` ... ``layers_{depth-1}``, run in a Python loop. With ``scan``
-    they are one ``nn.scan`` over a single block named ``layers``: every variable of it
-    (parameters, BatchNorm statistics) gets a leading ``depth`` axis, each step draws its
-    own initialisation and dropout keys, and the block is traced and compiled once instead
-    of ``depth`` times. Call it from a compact method.
+    blocks are ``layers_{start}`` ... ``layers_{start + depth - 1}``, run in a Python loop
+    (``start`` numbers on after blocks the caller built itself, e.g. a first block that
+    differs). With ``scan`` they are one ``nn.scan`` over a single block named ``layers``:
+    every variable of it (parameters, BatchNorm statistics) gets a leading ``depth`` axis,
+    each step draws its own initialisation and dropout keys, and the block is traced and
+    compiled once instead of ``depth`` times. Call it from a compact method.
     """
     if not scan or depth == 0:  # (a scan of length 0 would still create parameters)
-        for i in range(depth):
+        for i in range(start, start + depth):
             x = make_block(f"layers_{i}")(x, *args, train)
         return x
     x, _ = nn.scan(

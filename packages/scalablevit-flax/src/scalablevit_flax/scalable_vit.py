@@ -53,6 +53,7 @@ class Stage(nn.Module):
     dropout: float = 0.0
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -74,6 +75,7 @@ class Stage(nn.Module):
             norm_output=not self.is_last,
             attention_implementation=self.attention_implementation,
             remat=self.remat,
+            scan=self.scan,
             name="transformer",
             **dtypes,
         )(x, train=train)
@@ -112,7 +114,9 @@ class ScalableViT(nn.Module):
     ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention`
     (``None``, ``'xla'`` or ``'cudnn'``; attentions whose key and value widths differ use
     explicit float32-softmax weights); ``remat`` rematerialises each block in the backward
-    pass (less memory, same results). ``dtype`` is the computation dtype, ``param_dtype``
+    pass (less memory, same results); ``scan`` runs each stage's blocks after the first (the
+    first holds the PEG) as one ``nn.scan`` (``layers`` with a leading axis beside
+    ``layers_0``): same outputs, a deep stage compiled as two blocks. ``dtype`` is the computation dtype, ``param_dtype``
     the parameters'.
 
     Images may have any height and width for which, in every stage with blocks, the
@@ -136,6 +140,7 @@ class ScalableViT(nn.Module):
     dropout: float = 0.0
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -244,6 +249,7 @@ class ScalableViT(nn.Module):
                 dropout=self.dropout,
                 attention_implementation=self.attention_implementation,
                 remat=self.remat,
+                scan=self.scan,
                 name=f"layers_{s}",
                 **dtypes,
             )(x, train=train)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from scalablevit_flax.interactive_windowed_attention import InteractiveWindowedSelfAttention
 from scalablevit_flax.scalable_self_attention import ScalableSelfAttention
-from vit_layers_flax import PEG, ChanLayerNorm, FeedForward
+from vit_layers_flax import PEG, ChanLayerNorm, FeedForward, apply_blocks
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -86,7 +86,11 @@ class ScalableTransformer(nn.Module):
     a PEG in the first only), then a channel LayerNorm ``norm`` (``g``/``b``) when ``norm_output``.
 
     ``(batch, H, W, dim) -> (batch, H, W, dim)``. ``remat=True`` rematerialises each block
-    in the backward pass (less activation memory, same results).
+    in the backward pass (less activation memory, same results). ``scan=True`` keeps the
+    first block (the one with the PEG) as ``layers_0`` and runs the other ``depth - 1``, which
+    are identical, as one ``nn.scan`` whose parameters carry a leading axis (``layers``; see
+    :func:`vit_layers_flax.apply_blocks`): the same outputs, one block compiled instead of
+    ``depth - 1``.
     """
 
     dim: int
@@ -103,15 +107,19 @@ class ScalableTransformer(nn.Module):
     norm_output: bool = True
     attention_implementation: str | None = None
     remat: bool = False
+    scan: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        block_cls = nn.remat(ScalableBlock, static_argnums=(2,)) if self.remat else ScalableBlock
-        for i in range(self.depth):
-            x = block_cls(
+        block_cls = ScalableBlock
+        if self.remat:  # under scan, CSE cannot undo the rematerialisation (flax's advice)
+            block_cls = nn.remat(block_cls, static_argnums=(2,), prevent_cse=not self.scan)
+
+        def make_block(name: str, peg: bool = False) -> nn.Module:
+            return block_cls(
                 self.dim,
                 self.heads,
                 ff_expansion_factor=self.ff_expansion_factor,
@@ -122,11 +130,15 @@ class ScalableTransformer(nn.Module):
                 iwsa_dim_key=self.iwsa_dim_key,
                 iwsa_dim_value=self.iwsa_dim_value,
                 iwsa_window_size=self.iwsa_window_size,
-                peg=i == 0,
+                peg=peg,
                 attention_implementation=self.attention_implementation,
-                name=f"layers_{i}",
+                name=name,
                 **dtypes,
-            )(x, train)
+            )
+
+        if self.depth > 0:
+            x = make_block("layers_0", peg=True)(x, train)
+            x = apply_blocks(make_block, self.depth - 1, x, train=train, scan=self.scan, start=1)
         if self.norm_output:
             x = ChanLayerNorm(name="norm", **dtypes)(x)
         return x
