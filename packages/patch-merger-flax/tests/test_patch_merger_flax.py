@@ -122,8 +122,10 @@ def test_tokens_are_merged_after_patch_merge_layer(merge_layer, depth):
         return model.apply(variables, img, capture_intermediates=True, mutable=["intermediates"])[1]
 
     captured = jax.eval_shape(intermediates, x)["intermediates"]["transformer"]
-    tokens = [captured[f"layers_{i}"]["__call__"][0].shape[1] for i in range(depth)]
     after = model.merge_layer
+    names = [f"layers_{i}" for i in range(after)] + [f"merged_layers_{j}" for j in range(depth - after)]
+    assert set(captured) == {*names, "patch_merger", "norm", "__call__"}
+    tokens = [captured[name]["__call__"][0].shape[1] for name in names]
     assert tokens == [16] * after + [4] * (depth - after)
     assert captured["patch_merger"]["__call__"][0].shape == (2, 4, 32)
 

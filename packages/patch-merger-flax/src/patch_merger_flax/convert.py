@@ -38,6 +38,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: ViT | PatchMerger) ->
     transformer = transformer_params(
         sd, "transformer", model.depth, to_out="to_out.0" if projects_out else None
     )
+    # the reference's layers.{i} from the merge on are the blocks that see the merged tokens
+    for i in range(model.merge_layer, model.depth):
+        transformer[f"merged_layers_{i - model.merge_layer}"] = transformer.pop(f"layers_{i}")
     transformer["patch_merger"] = patch_merger_params(sd, "transformer.patch_merger")
     params = {
         "to_patch_embedding": patch_embedding_params(sd, "to_patch_embedding"),

@@ -6,18 +6,22 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from patch_merger_flax.patch_merger import PatchMerger
-from vit_layers_flax import LayerNorm, TransformerBlock
+from vit_layers_flax import LayerNorm, TransformerBlock, apply_blocks
 from vit_layers_flax.typing import Array, Dtype
 
 
 class Transformer(nn.Module):
-    """``depth`` shared :class:`~vit_layers_flax.TransformerBlock` s (``layers_0`` ...) with a
-    :class:`PatchMerger` (``patch_merger``) after block ``patch_merge_layer`` (1-based), then
-    a final LayerNorm ``norm``.
+    """``depth`` shared :class:`~vit_layers_flax.TransformerBlock` s with a :class:`PatchMerger`
+    (``patch_merger``) after block ``patch_merge_layer`` (1-based), then a final LayerNorm
+    ``norm``.
 
     ``(batch, tokens, dim) -> (batch, patch_merge_num_tokens, dim)``, as the ``Transformer`` of
-    vit-pytorch's ``vit_with_patch_merger.py``. ``remat=True`` rematerialises each block in
-    the backward pass; ``attention_implementation`` goes to
+    vit-pytorch's ``vit_with_patch_merger.py``. The blocks before the merger are ``layers_0``
+    ... and those after it, which see the merged tokens, ``merged_layers_0`` ... (the
+    reference's ``layers.{patch_merge_layer}`` ...). ``remat=True`` rematerialises each block
+    in the backward pass; ``scan=True`` runs each of the two stacks as one ``nn.scan``
+    (``layers`` and ``merged_layers``, parameters with a leading axis; see
+    :func:`vit_layers_flax.apply_blocks`); ``attention_implementation`` goes to
     :func:`jax.nn.dot_product_attention`.
     """
 
@@ -30,6 +34,7 @@ class Transformer(nn.Module):
     patch_merge_layer: int = 1
     patch_merge_num_tokens: int = 8
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -37,18 +42,29 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        block_cls = nn.remat(TransformerBlock, static_argnums=(2,)) if self.remat else TransformerBlock
-        for i in range(self.depth):
-            x = block_cls(
+        block_cls = TransformerBlock
+        if self.remat:  # under scan, CSE cannot undo the rematerialisation (flax's advice)
+            block_cls = nn.remat(block_cls, static_argnums=(2,), prevent_cse=not self.scan)
+
+        def make_block(name: str) -> nn.Module:
+            return block_cls(
                 self.dim,
                 self.heads,
                 self.dim_head,
                 self.mlp_dim,
                 dropout=self.dropout,
                 attention_kwargs={"implementation": self.attention_implementation},
-                name=f"layers_{i}",
+                name=name,
                 **dtypes,
-            )(x, train)
-            if i == self.patch_merge_layer - 1:
-                x = PatchMerger(self.dim, self.patch_merge_num_tokens, name="patch_merger", **dtypes)(x)
+            )
+
+        x = apply_blocks(make_block, self.patch_merge_layer, x, train=train, scan=self.scan)
+        x = PatchMerger(self.dim, self.patch_merge_num_tokens, name="patch_merger", **dtypes)(x)
+        x = apply_blocks(
+            lambda name: make_block(f"merged_{name}"),
+            self.depth - self.patch_merge_layer,
+            x,
+            train=train,
+            scan=self.scan,
+        )
         return LayerNorm(name="norm", **dtypes)(x)

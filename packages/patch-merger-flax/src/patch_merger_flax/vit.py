@@ -23,6 +23,9 @@ class ViT(nn.Module):
     ``patch_size`` take an int or a ``(height, width)`` pair. ``dropout`` acts in the
     blocks, ``emb_dropout`` after the position embedding, both only when ``train=True``
     (rng stream ``'dropout'``). ``remat`` rematerialises each block in the backward pass;
+    ``scan`` runs the blocks before the merger and those after it as one ``nn.scan`` each
+    (parameters stacked under ``layers`` and ``merged_layers``; ``from_vit_pytorch`` fills
+    that layout too): the same outputs, two blocks to compile instead of ``depth``;
     ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention`.
     ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
     """
@@ -41,6 +44,7 @@ class ViT(nn.Module):
     dropout: float = 0.0
     emb_dropout: float = 0.0
     remat: bool = False
+    scan: bool = False
     attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -91,6 +95,7 @@ class ViT(nn.Module):
             patch_merge_layer=self.merge_layer,
             patch_merge_num_tokens=self.patch_merge_num_tokens,
             remat=self.remat,
+            scan=self.scan,
             attention_implementation=self.attention_implementation,
             name="transformer",
             **dtypes,
