@@ -16,6 +16,7 @@ from vit_layers_flax import (
     BatchNorm,
     ChanLayerNorm,
     ConversionError,
+    Dense,
     FeedForward,
     LayerNorm,
     SoftmaxAttention,
@@ -616,3 +617,20 @@ def test_batch_norm_matches_torch_in_train_and_eval():
     assert relative_error(out, expected_train) < 1e-6
     assert relative_error(updates["batch_stats"]["mean"], reference.running_mean.numpy()) < 1e-6
     assert relative_error(updates["batch_stats"]["var"], reference.running_var.numpy()) < 1e-6
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (2, 3, 8), (2, 3, 4, 8)])
+def test_dense_equals_flax_dense_on_any_leading_axes(shape):
+    """The shared Dense: flax's parameters and outputs, one 2-D product whatever the leading axes."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    ours, theirs = Dense(5), nn.Dense(5)
+    variables = theirs.init(jax.random.key(1), x)
+    assert jax.tree.structure(ours.init(jax.random.key(1), x)) == jax.tree.structure(variables)
+    out = ours.apply(variables, x)
+    assert out.shape == (*shape[:-1], 5)
+    np.testing.assert_allclose(out, theirs.apply(variables, x), rtol=1e-6, atol=1e-6)
+    grads = [jax.grad(lambda v, m=m: (m.apply(v, x) ** 2).sum())(variables) for m in (ours, theirs)]
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    lowered = jax.jit(ours.apply).lower(variables, x).as_text()
+    assert lowered.count("dot_general") == 1 and "contracting_dims = [1] x [0]" in lowered

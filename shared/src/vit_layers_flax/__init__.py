@@ -28,6 +28,7 @@ from vit_layers_flax.conversion import (
     transformer_params,
 )
 from vit_layers_flax.convolution import PEG, DepthwiseConv, depthwise_conv
+from vit_layers_flax.dense import Dense
 from vit_layers_flax.feed_forward import FeedForward
 from vit_layers_flax.head import MlpHead
 from vit_layers_flax.layer_drop import layer_keep_mask
@@ -47,6 +48,7 @@ __all__ = [
     "BatchNorm",
     "ChanLayerNorm",
     "ConversionError",
+    "Dense",
     "DepthwiseConv",
     "FeedForward",
     "LayerNorm",

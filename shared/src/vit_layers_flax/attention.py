@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
+from vit_layers_flax.dense import Dense
 from vit_layers_flax.layer_norm import LayerNorm
 from vit_layers_flax.typing import Array, Dtype
 
@@ -108,11 +109,11 @@ class Attention(nn.Module):
         to the scaled logits, e.g. a relative position bias."""
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(name="norm", **dense)(x)
-        qkv = nn.Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
+        qkv = Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
         q, k, v = split_qkv(qkv, self.heads)
         out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, bias, train=train)
         out = rearrange(out, "b n h d -> b n (h d)")
         if not self.projects_out:
             return out
-        out = nn.Dense(self.dim, use_bias=self.out_bias, name="to_out", **dense)(out)
+        out = Dense(self.dim, use_bias=self.out_bias, name="to_out", **dense)(out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vit_layers_flax.activation import gelu
+from vit_layers_flax.dense import Dense
 from vit_layers_flax.layer_norm import LayerNorm
 from vit_layers_flax.typing import Array, Dtype
 
@@ -30,10 +31,10 @@ class FeedForward(nn.Module):
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(name="norm", **dense)(x)
-        x = nn.Dense(self.hidden_dim, name="fc1", **dense)(x)
+        x = Dense(self.hidden_dim, name="fc1", **dense)(x)
         x = gelu(x)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        x = nn.Dense(self.dim, name="fc2", **dense)(x)
+        x = Dense(self.dim, name="fc2", **dense)(x)
         if not self.output_dropout:
             return x
         return nn.Dropout(self.dropout)(x, deterministic=not train)

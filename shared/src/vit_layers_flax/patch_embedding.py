@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
+from vit_layers_flax.dense import Dense
 from vit_layers_flax.layer_norm import LayerNorm
 from vit_layers_flax.typing import Array, Dtype
 
@@ -34,5 +35,5 @@ class PatchEmbedding(nn.Module):
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = patchify(images, self.patch_size)
         x = LayerNorm(name="patch_norm", **dtypes)(x)
-        x = nn.Dense(self.dim, name="proj", **dtypes)(x)
+        x = Dense(self.dim, name="proj", **dtypes)(x)
         return LayerNorm(name="norm", **dtypes)(x)

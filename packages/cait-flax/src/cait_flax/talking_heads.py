@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import LayerNorm, apply_attention
+from vit_layers_flax import Dense, LayerNorm, apply_attention
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -42,8 +42,8 @@ class TalkingHeadsAttention(nn.Module):
         x = LayerNorm(name="norm", **dense)(x)
         kv_input = x if context is None else jnp.concatenate([x, context.astype(x.dtype)], axis=1)
 
-        q = nn.Dense(inner, use_bias=False, name="to_q", **dense)(x)
-        kv = nn.Dense(2 * inner, use_bias=False, name="to_kv", **dense)(kv_input)
+        q = Dense(inner, use_bias=False, name="to_q", **dense)(x)
+        kv = Dense(2 * inner, use_bias=False, name="to_kv", **dense)(kv_input)
         q = rearrange(q, "b n (h d) -> b n h d", h=self.heads)
         k, v = rearrange(kv, "b n (two h d) -> two b n h d", two=2, h=self.heads)
 
@@ -61,5 +61,5 @@ class TalkingHeadsAttention(nn.Module):
         weights = jnp.einsum("bhqk,hg->bgqk", weights, mix_post)  # talking heads, post-softmax
 
         out = rearrange(apply_attention(weights, v), "b n h d -> b n (h d)")
-        out = nn.Dense(self.dim, name="to_out", **dense)(out)
+        out = Dense(self.dim, name="to_out", **dense)(out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)

@@ -12,7 +12,7 @@ from crossformer_flax.position_bias import (
     relative_positions,
 )
 from crossformer_flax.windows import merge_windows, partition_windows
-from vit_layers_flax import ChanLayerNorm, SoftmaxAttention, split_qkv
+from vit_layers_flax import ChanLayerNorm, Dense, SoftmaxAttention, split_qkv
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -61,7 +61,7 @@ class WindowAttention(nn.Module):
 
         x = ChanLayerNorm(name="norm", **dtypes)(x)
         x = partition_windows(x, wsz, self.attn_type)
-        qkv = nn.Dense(3 * heads * self.dim_head, use_bias=False, name="to_qkv", **dtypes)(x)
+        qkv = Dense(3 * heads * self.dim_head, use_bias=False, name="to_qkv", **dtypes)(x)
         q, k, v = split_qkv(qkv, heads)
 
         # Dynamic position bias, computed once per call and shared by every window and head:
@@ -76,5 +76,5 @@ class WindowAttention(nn.Module):
         out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, bias, train=train)
         out = rearrange(out, "b n h d -> b n (h d)")
         # to_out is a 1x1 conv in the reference: per position, so applying it to the windows is the same
-        out = nn.Dense(self.dim, name="to_out", **dtypes)(out)
+        out = Dense(self.dim, name="to_out", **dtypes)(out)
         return merge_windows(out, wsz, self.attn_type, height, width)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
-from vit_layers_flax import LayerNorm
+from vit_layers_flax import Dense, LayerNorm
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -60,7 +60,7 @@ class DynamicPositionBias(nn.Module):
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = rel_pos
         for i in range(3):
-            x = nn.Dense(self.dim, name=f"fc_{i}", **dtypes)(x)
+            x = Dense(self.dim, name=f"fc_{i}", **dtypes)(x)
             x = LayerNorm(name=f"norm_{i}", **dtypes)(x)
             x = nn.relu(x)
-        return rearrange(nn.Dense(1, name="fc_3", **dtypes)(x), "... 1 -> ...")
+        return rearrange(Dense(1, name="fc_3", **dtypes)(x), "... 1 -> ...")

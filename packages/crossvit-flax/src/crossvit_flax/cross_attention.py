@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import LayerNorm, apply_attention, attention_weights
+from vit_layers_flax import Dense, LayerNorm, apply_attention, attention_weights
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -43,8 +43,8 @@ class CrossAttention(nn.Module):
         x = LayerNorm(name="norm", **dense)(x)
         kv_input = jnp.concatenate([x, context.astype(x.dtype)], axis=1)
 
-        q = nn.Dense(inner, use_bias=False, name="to_q", **dense)(x)
-        kv = nn.Dense(2 * inner, use_bias=False, name="to_kv", **dense)(kv_input)
+        q = Dense(inner, use_bias=False, name="to_q", **dense)(x)
+        kv = Dense(2 * inner, use_bias=False, name="to_kv", **dense)(kv_input)
         q = rearrange(q, "b n (h d) -> b n h d", h=self.heads)
         k, v = rearrange(kv, "b n (two h d) -> two b n h d", two=2, h=self.heads)
         if train and self.dropout > 0:
@@ -54,7 +54,7 @@ class CrossAttention(nn.Module):
             out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
 
         out = rearrange(out, "b n h d -> b n (h d)")
-        out = nn.Dense(self.dim, name="to_out", **dense)(out)
+        out = Dense(self.dim, name="to_out", **dense)(out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)
 
 
@@ -84,7 +84,7 @@ class ProjectedCrossAttention(nn.Module):
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         project = self.dim_in != self.dim
         if project:
-            cls = nn.Dense(self.dim, name="project_in", **dtypes)(cls)
+            cls = Dense(self.dim, name="project_in", **dtypes)(cls)
         cls = CrossAttention(
             self.dim,
             self.heads,
@@ -95,7 +95,7 @@ class ProjectedCrossAttention(nn.Module):
             **dtypes,
         )(cls, context, train=train)
         if project:
-            cls = nn.Dense(self.dim_in, name="project_out", **dtypes)(cls)
+            cls = Dense(self.dim_in, name="project_out", **dtypes)(cls)
         return cls
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from einops import rearrange
 
 from cvt_flax.depthwise_separable import DepthWiseConv2d
-from vit_layers_flax import ChanLayerNorm, apply_attention, attention_weights
+from vit_layers_flax import ChanLayerNorm, Dense, apply_attention, attention_weights
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -70,5 +70,5 @@ class ConvAttention(nn.Module):
         else:
             out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
         out = rearrange(out, "b (x y) h d -> b x y (h d)", x=height)
-        out = nn.Dense(self.dim, name="to_out", **dtypes)(out)
+        out = Dense(self.dim, name="to_out", **dtypes)(out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)

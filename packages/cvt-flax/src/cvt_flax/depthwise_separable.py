@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_layers_flax import BatchNorm, depthwise_conv
+from vit_layers_flax import BatchNorm, Dense, depthwise_conv
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -44,4 +44,4 @@ class DepthWiseConv2d(nn.Module):
             **dtypes,
         )(x)
         x = BatchNorm(name="bn", **dtypes)(x, train=train)
-        return nn.Dense(self.dim_out, use_bias=self.bias, name="pointwise", **dtypes)(x)
+        return Dense(self.dim_out, use_bias=self.bias, name="pointwise", **dtypes)(x)

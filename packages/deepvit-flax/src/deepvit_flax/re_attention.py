@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import LayerNorm, attention_weights, split_qkv
+from vit_layers_flax import Dense, LayerNorm, attention_weights, split_qkv
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -37,7 +37,7 @@ class ReAttention(nn.Module):
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(name="norm", **dense)(x)
-        qkv = nn.Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
+        qkv = Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
         q, k, v = split_qkv(qkv, self.heads)
 
         attn = attention_weights(q, k)  # (b, h, i, j), float32
@@ -52,5 +52,5 @@ class ReAttention(nn.Module):
 
         out = jnp.einsum("bijh,bjhd->bihd", attn.astype(v.dtype), v)
         out = rearrange(out, "b n h d -> b n (h d)")
-        out = nn.Dense(self.dim, name="to_out", **dense)(out)
+        out = Dense(self.dim, name="to_out", **dense)(out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from einops import repeat
 
 from parallel_vit_flax.parallel_block import ParallelTransformerBlock
-from vit_layers_flax import MlpHead, Transformer, check_config, check_images, pair, patchify
+from vit_layers_flax import Dense, MlpHead, Transformer, check_config, check_images, pair, patchify
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -78,7 +78,7 @@ class ViT(nn.Module):
         batch = check_images(img, channels=self.channels, image_size=image_size, name="ViT")[0]
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
-        x = nn.Dense(self.dim, name="to_patch_embedding", **dtypes)(patchify(img, patch_size))
+        x = Dense(self.dim, name="to_patch_embedding", **dtypes)(patchify(img, patch_size))
         init = nn.initializers.normal(stddev=1.0)  # torch.randn
         pos_embedding = self.param("pos_embedding", init, (1, x.shape[1] + 1, self.dim), self.param_dtype)
         cls_token = self.param("cls_token", init, (1, 1, self.dim), self.param_dtype)

@@ -10,7 +10,15 @@ import jax.numpy as jnp
 from einops import repeat
 
 from pit_flax.pool import Pool
-from vit_layers_flax import MlpHead, Transformer, check_config, check_images, unfold, unfold_output_size
+from vit_layers_flax import (
+    Dense,
+    MlpHead,
+    Transformer,
+    check_config,
+    check_images,
+    unfold,
+    unfold_output_size,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -116,7 +124,7 @@ class PiT(nn.Module):
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         x = unfold(img, self.patch_size, self.patch_size // 2)  # (batch, num_patches, c * p * p)
-        x = nn.Dense(self.dim, name="to_patch_embedding", **dtypes)(x)
+        x = Dense(self.dim, name="to_patch_embedding", **dtypes)(x)
         init = nn.initializers.normal(stddev=1.0)  # torch.randn
         cls_token = self.param("cls_token", init, (1, self.dim), self.param_dtype)
         pos_embedding = self.param("pos_embedding", init, (self.num_patches + 1, self.dim), self.param_dtype)

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import depthwise_conv
+from vit_layers_flax import Dense, depthwise_conv
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -63,7 +63,7 @@ class Pool(nn.Module):
     def __call__(self, x: Array) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         cls_token, tokens = x[:, :1], x[:, 1:]
-        cls_token = nn.Dense(2 * self.dim, name="cls_ff", **dtypes)(cls_token)
+        cls_token = Dense(2 * self.dim, name="cls_ff", **dtypes)(cls_token)
 
         tokens = rearrange(tokens, "b (h w) c -> b h w c", h=math.isqrt(tokens.shape[1]))
         tokens = DepthWiseConv2d(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from regionvit_flax.r2l_transformer import R2LTransformer
 from regionvit_flax.tokenizers import LocalTokenizer3Conv, conv_output_size, region_patches
-from vit_layers_flax import PEG, MlpHead, cast_tuple, check_config, check_images, check_stage_size
+from vit_layers_flax import PEG, Dense, MlpHead, cast_tuple, check_config, check_images, check_stage_size
 from vit_layers_flax.typing import Array, Dtype
 
 #: the reference's R2LTransformer is always built with its defaults: 4 heads of 32 channels.
@@ -214,7 +214,7 @@ class RegionViT(nn.Module):
             local_tokens = nn.Conv(
                 init_dim, (8, 8), strides=(4, 4), padding=((3, 3), (3, 3)), name="local_encoder", **dtypes
             )(img)
-        region_tokens = nn.Dense(init_dim, name="region_encoder", **dtypes)(region_patches(img, patch))
+        region_tokens = Dense(init_dim, name="region_encoder", **dtypes)(region_patches(img, patch))
 
         features = []
         for i, (dim, depth) in enumerate(zip(self.dims, self.depths, strict=True)):

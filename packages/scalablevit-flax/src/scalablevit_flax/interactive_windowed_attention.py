@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import ChanLayerNorm, SoftmaxAttention, merge_windows, partition_windows
+from vit_layers_flax import ChanLayerNorm, Dense, SoftmaxAttention, merge_windows, partition_windows
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -45,9 +45,9 @@ class InteractiveWindowedSelfAttention(nn.Module):
         inner_key, inner_value = self.heads * self.dim_key, self.heads * self.dim_value
 
         x = ChanLayerNorm(name="norm", **dtypes)(x)
-        q = nn.Dense(inner_key, use_bias=False, name="to_q", **dtypes)(x)
-        k = nn.Dense(inner_key, use_bias=False, name="to_k", **dtypes)(x)
-        v = nn.Dense(inner_value, use_bias=False, name="to_v", **dtypes)(x)
+        q = Dense(inner_key, use_bias=False, name="to_q", **dtypes)(x)
+        k = Dense(inner_key, use_bias=False, name="to_k", **dtypes)(x)
+        v = Dense(inner_value, use_bias=False, name="to_v", **dtypes)(x)
 
         local_out = nn.Conv(
             inner_value, (3, 3), padding=((1, 1), (1, 1)), name="local_interactive_module", **dtypes
@@ -60,5 +60,5 @@ class InteractiveWindowedSelfAttention(nn.Module):
         out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, train=train)
         out = merge_windows(rearrange(out, "n t h d -> n t (h d)"), window, (height, width))
 
-        out = nn.Dense(self.dim, name="to_out", **dtypes)(out + local_out)
+        out = Dense(self.dim, name="to_out", **dtypes)(out + local_out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)

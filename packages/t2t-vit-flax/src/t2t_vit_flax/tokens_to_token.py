@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Transformer, unfold
+from vit_layers_flax import Dense, Transformer, unfold
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -60,4 +60,4 @@ class TokensToToken(nn.Module):
                     name=f"transformers_{i}",
                     **dtypes,
                 )(x, train=train)
-        return nn.Dense(self.dim, name="proj", **dtypes)(x)
+        return Dense(self.dim, name="proj", **dtypes)(x)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import LayerNorm, SoftmaxAttention, merge_windows, partition_windows
+from vit_layers_flax import Dense, LayerNorm, SoftmaxAttention, merge_windows, partition_windows
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -43,13 +43,13 @@ class LocalAttention(nn.Module):
 
         x = LayerNorm(name="norm", **dtypes)(x)
         windows = partition_windows(x, self.patch_size)  # (batch * windows, patch_size**2, dim)
-        q = nn.Dense(inner_dim, use_bias=False, name="to_q", **dtypes)(windows)
-        k, v = jnp.split(nn.Dense(2 * inner_dim, use_bias=False, name="to_kv", **dtypes)(windows), 2, axis=-1)
+        q = Dense(inner_dim, use_bias=False, name="to_q", **dtypes)(windows)
+        k, v = jnp.split(Dense(2 * inner_dim, use_bias=False, name="to_kv", **dtypes)(windows), 2, axis=-1)
         q, k, v = (rearrange(t, "b n (h d) -> b n h d", h=self.heads) for t in (q, k, v))
 
         out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
         out = merge_windows(rearrange(out, "b n h d -> b n (h d)"), self.patch_size, (height, width))
-        out = nn.Dense(self.dim, name="to_out", **dtypes)(out)
+        out = Dense(self.dim, name="to_out", **dtypes)(out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)
 
 
@@ -84,7 +84,7 @@ class GlobalAttention(nn.Module):
         inner_dim = self.heads * self.dim_head
 
         x = LayerNorm(name="norm", **dtypes)(x)
-        q = nn.Dense(inner_dim, use_bias=False, name="to_q", **dtypes)(x)
+        q = Dense(inner_dim, use_bias=False, name="to_q", **dtypes)(x)
         kv = nn.Conv(
             2 * inner_dim,
             (self.k, self.k),
@@ -99,5 +99,5 @@ class GlobalAttention(nn.Module):
 
         out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, train=train)
         out = rearrange(out, "b (x y) h d -> b x y (h d)", x=height)
-        out = nn.Dense(self.dim, name="to_out", **dtypes)(out)
+        out = Dense(self.dim, name="to_out", **dtypes)(out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import LayerNorm
+from vit_layers_flax import Dense, LayerNorm
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -36,5 +36,5 @@ class PatchEmbedding(nn.Module):
         p = self.patch_size
         x = rearrange(x, "b (h p1) (w p2) c -> b h w (c p1 p2)", p1=p, p2=p)
         x = LayerNorm(name="patch_norm", **dtypes)(x)
-        x = nn.Dense(self.dim_out, name="proj", **dtypes)(x)
+        x = Dense(self.dim_out, name="proj", **dtypes)(x)
         return LayerNorm(name="norm", **dtypes)(x)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import LayerNorm, apply_attention, split_qkv
+from vit_layers_flax import Dense, LayerNorm, apply_attention, split_qkv
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -58,10 +58,10 @@ class LSA(nn.Module):
             self.param_dtype,
         )
         x = LayerNorm(name="norm", **dense)(x)
-        qkv = nn.Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
+        qkv = Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
         q, k, v = split_qkv(qkv, self.heads)
         weights = locality_attention_weights(q, k, jnp.exp(temperature.astype(jnp.float32)))
         weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
         out = rearrange(apply_attention(weights, v), "b n h d -> b n (h d)")
-        out = nn.Dense(self.dim, name="to_out", **dense)(out)
+        out = Dense(self.dim, name="to_out", **dense)(out)
         return nn.Dropout(self.dropout)(out, deterministic=not train)

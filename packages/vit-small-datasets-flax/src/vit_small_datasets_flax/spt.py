@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_layers_flax import LayerNorm, check_config, check_images, pair, patchify
+from vit_layers_flax import Dense, LayerNorm, check_config, check_images, pair, patchify
 from vit_layers_flax.typing import Array, Dtype
 
 #: ``(dy, dx)`` of the four shifted copies, in the reference's order: its ``F.pad`` shifts
@@ -60,4 +60,4 @@ class SPT(nn.Module):
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = patchify(shifted_stack(img), patch_size)
         x = LayerNorm(name="patch_norm", **dtypes)(x)
-        return nn.Dense(self.dim, name="proj", **dtypes)(x)
+        return Dense(self.dim, name="proj", **dtypes)(x)
