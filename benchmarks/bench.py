@@ -295,7 +295,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Measured {results['date']} on {info['processor']} ({info['cores']} cores, JAX backend "
         f"{info['backend']}: {info['device']}), {results['settings']['dtype']}"
-        f"{', scan=True' if results['settings'].get('scan') else ''}"
+        f"{', scan=True (XLA counts the FLOPs of a scanned block once)' if results['settings'].get('scan') else ''}"
         f"{', remat=True' if results['settings'].get('remat') else ''}; jax {info['jax']}, "
         f"flax {info['flax']}, torch {info.get('torch', '–')} ({info.get('torch_threads', '–')} threads), "
         f"vit-pytorch {info.get('vit_pytorch', '–')}. Images per second, median of "

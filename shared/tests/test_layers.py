@@ -15,6 +15,7 @@ from vit_layers_flax import (
     Attention,
     BatchNorm,
     ChanLayerNorm,
+    Conv,
     ConversionError,
     Dense,
     FeedForward,
@@ -325,6 +326,40 @@ def test_depthwise_conv_cpu_path_equals_grouped_convolution(dim_out, kernel_size
     in_bf16 = depthwise_conv(4, dim_out, kernel_size, stride=stride, padding=padding, dtype=jnp.bfloat16)
     out = in_bf16.apply(variables, x)
     assert out.dtype == jnp.bfloat16 and relative_error(out, grouped.apply(variables, x)) < 0.02
+
+
+@pytest.mark.parametrize(
+    "features, kernel_size, stride, padding, shape, use_bias",
+    [
+        (8, (3, 3), (2, 2), (1, 1), (2, 9, 8, 3), True),  # LeViT's stem, odd and even sides
+        (5, (3, 1), (1, 2), (0, 1), (1, 6, 7, 4), False),
+        (6, (4, 4), (4, 4), (0, 0), (2, 8, 12, 2), True),  # a patch embedding
+    ],
+)
+def test_conv_cpu_path_equals_flax_conv(features, kernel_size, stride, padding, shape, use_bias):
+    """The CPU's patches-times-kernel product, its gradients, and its initial values are nn.Conv's."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    ours = Conv(features, kernel_size, stride=stride, padding=padding, use_bias=use_bias)
+    (ph, pw) = padding
+    flax_conv = nn.Conv(
+        features, kernel_size, strides=stride, padding=((ph, ph), (pw, pw)), use_bias=use_bias
+    )
+    variables = ours.init(jax.random.key(1), x)
+    assert jax.tree.all(jax.tree.map(np.array_equal, variables, flax_conv.init(jax.random.key(1), x)))
+    variables = jax.tree.map(lambda v: v + jax.random.normal(jax.random.key(2), v.shape), variables)
+
+    def loss(module, variables, x):
+        return jnp.sum(jnp.sin(module.apply(variables, x)))
+
+    assert relative_error(ours.apply(variables, x), flax_conv.apply(variables, x)) < 1e-6
+    ours_grads = jax.grad(loss, argnums=(1, 2))(ours, variables, x)
+    flax_grads = jax.grad(loss, argnums=(1, 2))(flax_conv, variables, x)
+    assert relative_error(ours_grads, flax_grads) < 1e-5
+    in_bf16 = Conv(
+        features, kernel_size, stride=stride, padding=padding, use_bias=use_bias, dtype=jnp.bfloat16
+    )
+    out = in_bf16.apply(variables, x)
+    assert out.dtype == jnp.bfloat16 and relative_error(out, flax_conv.apply(variables, x)) < 0.02
 
 
 # conversion -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from vit_layers_flax.conversion import (
     stack_layers,
     transformer_params,
 )
-from vit_layers_flax.convolution import PEG, DepthwiseConv, depthwise_conv
+from vit_layers_flax.convolution import PEG, Conv, DepthwiseConv, depthwise_conv
 from vit_layers_flax.dense import Dense
 from vit_layers_flax.feed_forward import FeedForward
 from vit_layers_flax.head import MlpHead
@@ -47,6 +47,7 @@ __all__ = [
     "Attention",
     "BatchNorm",
     "ChanLayerNorm",
+    "Conv",
     "ConversionError",
     "Dense",
     "DepthwiseConv",

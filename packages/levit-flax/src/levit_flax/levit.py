@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from levit_flax.transformer import Transformer
-from vit_layers_flax import check_config, check_images
+from vit_layers_flax import Conv, check_config, check_images
 from vit_layers_flax.typing import Array, Dtype
 
 #: the convolutional stem: four 3x3 convolutions of stride 2 (no activation between them)
@@ -159,9 +159,7 @@ class LeViT(nn.Module):
 
         x = img
         for i, width in enumerate((*STEM_WIDTHS, stages[0].dim)):
-            conv = nn.Conv(
-                width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name=f"conv_embedding_{i}", **dtypes
-            )
+            conv = Conv(width, (3, 3), stride=(2, 2), padding=(1, 1), name=f"conv_embedding_{i}", **dtypes)
             x = conv(x)
 
         for i, stage in enumerate(stages):
