@@ -41,20 +41,22 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        kernel = self.param(
-            "kernel", nn.linear.default_kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype
-        )
-        bias = (
-            self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
-            if self.use_bias
-            else None
-        )
+        kernel, bias = _kernel_and_bias(self, (kh, kw, x.shape[-1], self.features))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if jax.default_backend() == "cpu":
             y = _patch_conv(x, kernel, (sh, sw), (ph, pw))
         else:
             y = _xla_conv(x, kernel, (sh, sw), (ph, pw))
         return y if bias is None else y + bias
+
+
+def _kernel_and_bias(module: nn.Module, kernel_shape: tuple[int, ...]) -> tuple[Array, Array | None]:
+    """``nn.Conv``'s variables, with its initialisers: ``kernel`` of ``kernel_shape`` (HWIO)
+    and, where ``module.use_bias``, ``bias`` of the output width."""
+    kernel = module.param("kernel", nn.linear.default_kernel_init, kernel_shape, module.param_dtype)
+    if not module.use_bias:
+        return kernel, None
+    return kernel, module.param("bias", nn.initializers.zeros_init(), kernel_shape[-1:], module.param_dtype)
 
 
 def _xla_conv(x: Array, kernel: Array, stride: tuple[int, int], padding: tuple[int, int]) -> Array:
@@ -149,14 +151,7 @@ class DepthwiseConv(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kh, kw = self.kernel_size
-        kernel = self.param(
-            "kernel", nn.linear.default_kernel_init, (kh, kw, 1, self.dim_out), self.param_dtype
-        )
-        bias = (
-            self.param("bias", nn.initializers.zeros_init(), (self.dim_out,), self.param_dtype)
-            if self.use_bias
-            else None
-        )
+        kernel, bias = _kernel_and_bias(self, (kh, kw, 1, self.dim_out))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         (ph, pw), (sh, sw) = self.padding, self.stride
         if jax.default_backend() == "cpu":
