@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from architectures import ARCHITECTURES, CONFIG_NAMES, Config, config
-from train import TrainState, train_step  # examples/train.py
+from train import TrainState, dropout_key, train_step  # examples/train.py
 
 #: dense bfloat16 peak of the GPUs this was run on (TFLOP/s, without sparsity), for MFU
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -127,13 +127,14 @@ def prepare_jax(cfg: Config, batch: int, args: argparse.Namespace) -> tuple[dict
         tx=optax.adamw(1e-3, weight_decay=0.05),
         batch_stats=own.get("batch_stats", {}),
     )
+    key = dropout_key(1)  # as examples/train.py draws dropout: rbg
     start = time.perf_counter()
-    step = jax.jit(train_step, donate_argnums=0).lower(state, images, labels, keys[0]).compile()
+    step = jax.jit(train_step, donate_argnums=0).lower(state, images, labels, key).compile()
     train_compile = time.perf_counter() - start
     holder = [state]
 
     def train_call():
-        holder[0], metrics = step(holder[0], images, labels, keys[0])
+        holder[0], metrics = step(holder[0], images, labels, key)
         metrics["loss"].block_until_ready()
 
     info = dict(

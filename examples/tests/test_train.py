@@ -134,7 +134,7 @@ def test_training_steps_lower_the_loss(arch):
     batch = steps.shard(images, labels)
     before = train.evaluate(state, steps, images, labels, batch_size=8)["loss"]
     for _ in range(5):
-        state, metrics = steps.train(state, *batch, jax.random.key(1))
+        state, metrics = steps.train(state, *batch, train.dropout_key(1))
         assert np.isfinite(float(metrics["loss"])) and 0 <= float(metrics["accuracy"]) <= 1
     assert int(state.step) == 5
     after = train.evaluate(state, steps, images, labels, batch_size=8)["loss"]
@@ -144,6 +144,29 @@ def test_training_steps_lower_the_loss(arch):
             lambda a, b: not np.array_equal(a, b), stats_before, jax.device_get(state.batch_stats)
         )
         assert any(jax.tree.leaves(changed)), "train mode did not update the running statistics"
+
+
+def test_dropout_keys_are_reproducible_and_fresh_each_step():
+    """train.py's dropout key (rbg): the same state and key give the same step; the next
+    step (its count folded into the key) and another key draw other dropout masks."""
+    recipe = RECIPES["vit"]
+    assert recipe.kwargs["dropout"] > 0
+    config = train.Config(batch_size=8, warmup_epochs=0).resolved()
+    mesh = train.make_mesh()
+    data = _small_digits("vit", n_train=8, n_test=8)
+    model = recipe.build(num_classes=10, channels=1)
+    state = train.create_state(model, train.make_optimizer(config, 10), data.train_images, 0, mesh)
+    steps = train.Steps(mesh)
+    batch = steps.shard(data.train_images, data.train_labels)
+
+    def loss(state, key):
+        return float(steps.train(jax.tree.map(jnp.copy, state), *batch, key)[1]["loss"])
+
+    key = train.dropout_key(1)
+    assert jax.random.key_impl(key) == jax.random.key_impl(jax.random.key(0, impl="rbg"))
+    assert loss(state, key) == loss(state, key)
+    assert loss(state, key) != loss(state, train.dropout_key(2))
+    assert loss(state, key) != loss(state.replace(step=state.step + 1), key)
 
 
 def test_bfloat16_computes_in_bfloat16_with_float32_parameters():
