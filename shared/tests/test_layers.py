@@ -3,6 +3,7 @@
 import math
 import pickle
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -473,6 +474,40 @@ def test_stack_layers_keeps_a_first_block_of_its_own_and_stacks_the_rest():
     del variables["params"]["layers_2"]
     with pytest.raises(ConversionError, match=r"blocks \[1, 3\] are not numbered 1 to 2"):
         stack_layers(variables, like)
+
+
+class _ScannedStacks(nn.Module):
+    """Two blocks, each a scanned Transformer of three layers: nested stacks."""
+
+    scan: bool = False
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        block = lambda name: _transformer(scan=self.scan, name=name)  # noqa: E731
+        return apply_blocks(lambda name: _Wrapped(block, name=name), 2, x, train=train, scan=self.scan)
+
+
+class _Wrapped(nn.Module):
+    make: Any
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return self.make("inner")(x, train=train)
+
+
+def test_stack_layers_puts_the_outer_stack_first_when_stacks_nest():
+    loop, scanned = _ScannedStacks(), _ScannedStacks(scan=True)
+    variables = loop.init(jax.random.key(0), x_tokens)
+    like = jax.eval_shape(scanned.init, jax.random.key(0), x_tokens)
+    assert like["params"]["layers"]["inner"]["layers"]["ff"]["fc1"]["kernel"].shape == (2, 3, 16, 32)
+    stacked = stack_layers(variables, like)
+    assert jax.tree.structure(stacked) == jax.tree.structure(like)
+    np.testing.assert_array_equal(
+        stacked["params"]["layers"]["inner"]["layers"]["ff"]["fc1"]["kernel"][1, 2],
+        variables["params"]["layers_1"]["inner"]["layers_2"]["ff"]["fc1"]["kernel"],
+    )
+    out = jax.jit(scanned.apply)(stacked, x_tokens)
+    assert relative_error(out, loop.apply(variables, x_tokens)) < 1e-6
 
 
 def test_conversion_error_is_a_value_error():

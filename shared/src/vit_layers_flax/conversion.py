@@ -199,7 +199,8 @@ def stack_layers(variables: Mapping[str, Any], like: Mapping[str, Any]) -> dict[
     PEG) keeps ``<name>_0`` and stacks ``<name>_1 ...``; they must be numbered without gaps.
 
     Everything else is kept as it is, so variables already in ``like``'s layout pass
-    through unchanged. The converters call this through :func:`finalize`; call it
+    through unchanged. Stacks nest (a scanned block that itself scans its layers): the
+    outer stack's axis comes first. The converters call this through :func:`finalize`; call it
     yourself to move variables of a model without ``scan`` into one with it.
     """
     if not isinstance(variables, Mapping) or not isinstance(like, Mapping):
@@ -218,13 +219,14 @@ def stack_layers(variables: Mapping[str, Any], like: Mapping[str, Any]) -> dict[
             raise ConversionError(
                 f"{base}: blocks {sorted(blocks)} are not numbered {first} to {first + len(blocks) - 1}"
             )
+        # each block's own stacks first, so that nested scans keep the outer axis first
+        layouts = [stack_layers(blocks[i], like[base]) for i in sorted(blocks)]
         try:
-            stacked = jax.tree.map(lambda *xs: np.stack(xs), *(blocks[i] for i in sorted(blocks)))
+            out[base] = jax.tree.map(lambda *xs: np.stack(xs), *layouts)
         except ValueError as error:
             raise ConversionError(
                 f"{base}: the blocks' variables differ, so they cannot be stacked: {error}"
             ) from error
-        out[base] = stack_layers(stacked, like[base])
     return out
 
 

@@ -5,7 +5,7 @@ from importlib.metadata import version
 from crossvit_flax.convert import from_vit_pytorch
 from crossvit_flax.cross_attention import CrossAttention, CrossTransformer, ProjectedCrossAttention
 from crossvit_flax.cross_vit import CrossViT, ImageEmbedder
-from crossvit_flax.multi_scale_encoder import MultiScaleEncoder
+from crossvit_flax.multi_scale_encoder import MultiScaleBlock, MultiScaleEncoder
 from vit_layers_flax import load_torch_state_dict
 
 __version__ = version("crossvit-flax")
@@ -14,6 +14,7 @@ __all__ = [
     "CrossTransformer",
     "CrossViT",
     "ImageEmbedder",
+    "MultiScaleBlock",
     "MultiScaleEncoder",
     "ProjectedCrossAttention",
     "from_vit_pytorch",

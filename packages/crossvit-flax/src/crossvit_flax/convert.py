@@ -76,8 +76,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CrossViT) -> dict[str
 
     ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
     ``model`` is the :class:`CrossViT` with the same hyperparameters. Name map:
-    ``multi_scale_encoder.layers.{i}.0`` / ``.1`` / ``.2`` -> ``sm_enc_{i}`` / ``lg_enc_{i}`` /
-    ``cross_attend_{i}``; inside a cross transformer ``layers.{j}.0`` / ``.1`` ->
+    ``multi_scale_encoder.layers.{i}.0`` / ``.1`` / ``.2`` -> ``layers_{i}/sm_enc`` /
+    ``layers_{i}/lg_enc`` / ``layers_{i}/cross_attend`` (stacked under ``layers`` with
+    ``scan=True``); inside a cross transformer ``layers.{j}.0`` / ``.1`` ->
     ``sm_attend_lg_{j}`` / ``lg_attend_sm_{j}`` and ``fn`` -> ``attn``; the branch
     attentions' ``to_q`` and ``to_kv`` are fused into ``to_qkv``. Raises
     :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing, unexpected
@@ -89,12 +90,14 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CrossViT) -> dict[str
     encoder: dict[str, Any] = {}
     for i in range(model.depth):
         prefix = f"multi_scale_encoder.layers.{i}"
-        encoder[f"sm_enc_{i}"] = _transformer_params(sd, f"{prefix}.0", model.sm_enc_depth)
-        encoder[f"lg_enc_{i}"] = _transformer_params(sd, f"{prefix}.1", model.lg_enc_depth)
-        encoder[f"cross_attend_{i}"] = {
-            name: _projected_cross_attention_params(sd, f"{prefix}.2.layers.{j}.{k}", project)
-            for j in range(model.cross_attn_depth)
-            for k, name in enumerate((f"sm_attend_lg_{j}", f"lg_attend_sm_{j}"))
+        encoder[f"layers_{i}"] = {
+            "sm_enc": _transformer_params(sd, f"{prefix}.0", model.sm_enc_depth),
+            "lg_enc": _transformer_params(sd, f"{prefix}.1", model.lg_enc_depth),
+            "cross_attend": {
+                name: _projected_cross_attention_params(sd, f"{prefix}.2.layers.{j}.{k}", project)
+                for j in range(model.cross_attn_depth)
+                for k, name in enumerate((f"sm_attend_lg_{j}", f"lg_attend_sm_{j}"))
+            },
         }
     params = {
         "sm_image_embedder": _image_embedder_params(sd, "sm_image_embedder"),
