@@ -334,11 +334,17 @@ def test_depthwise_conv_cpu_path_equals_grouped_convolution(dim_out, kernel_size
     [
         (8, (3, 3), (2, 2), (1, 1), (2, 9, 8, 3), True),  # LeViT's stem, odd and even sides
         (5, (3, 1), (1, 2), (0, 1), (1, 6, 7, 4), False),
+        # disjoint windows (kernel <= stride, no padding): reshaped windows times the kernel
         (6, (4, 4), (4, 4), (0, 0), (2, 8, 12, 2), True),  # a patch embedding
+        (7, (1, 1), (1, 1), (0, 0), (2, 5, 6, 3), True),  # pointwise (LeViT, PiT)
+        (4, (1, 1), (2, 2), (0, 0), (1, 7, 6, 3), False),  # LeViT's shrinking query, odd side
+        (3, (3, 3), (3, 3), (0, 0), (2, 11, 9, 2), False),  # Twins' keys: the remainder dropped
+        (5, (2, 1), (3, 2), (0, 0), (1, 8, 5, 2), True),  # a last window's stride overhang
     ],
 )
 def test_conv_cpu_path_equals_flax_conv(features, kernel_size, stride, padding, shape, use_bias):
-    """The CPU's patches-times-kernel product, its gradients, and its initial values are nn.Conv's."""
+    """Each of Conv's paths (patches times kernel; disjoint windows), its gradients, and its
+    initial values are nn.Conv's."""
     x = jax.random.normal(jax.random.key(0), shape)
     ours = Conv(features, kernel_size, stride=stride, padding=padding, use_bias=use_bias)
     (ph, pw) = padding

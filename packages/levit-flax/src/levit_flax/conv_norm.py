@@ -5,12 +5,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_layers_flax import BatchNorm
+from vit_layers_flax import BatchNorm, Conv
 from vit_layers_flax.typing import Array, Dtype
 
 
 class ConvNorm(nn.Module):
-    """``(batch, H, W, C) -> (batch, H', W', features)``: a 1x1 convolution, then :class:`vit_layers_flax.BatchNorm`.
+    """``(batch, H, W, C) -> (batch, H', W', features)``: a 1x1 :class:`vit_layers_flax.Conv`, then :class:`vit_layers_flax.BatchNorm`.
 
     With ``strides=2`` the convolution (no padding) keeps the pixels at even positions, so
     ``H' = ceil(H / 2)``, as torch's strided 1x1 ``Conv2d``. Parameters ``conv`` (the
@@ -29,11 +29,10 @@ class ConvNorm(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = nn.Conv(
+        x = Conv(
             self.features,
             kernel_size=(1, 1),
-            strides=(self.strides, self.strides),
-            padding=((0, 0), (0, 0)),
+            stride=(self.strides, self.strides),
             use_bias=self.use_bias,
             name="conv",
             **dtypes,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_layers_flax import Conv
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -25,11 +26,9 @@ class FeedForward(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
-        conv = dict(
-            kernel_size=(1, 1), padding=((0, 0), (0, 0)), dtype=self.dtype, param_dtype=self.param_dtype
-        )
-        x = nn.Conv(self.dim * self.mult, name="fc1", **conv)(x)
+        conv = dict(kernel_size=(1, 1), dtype=self.dtype, param_dtype=self.param_dtype)
+        x = Conv(self.dim * self.mult, name="fc1", **conv)(x)
         x = nn.hard_swish(x)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        x = nn.Conv(self.dim, name="fc2", **conv)(x)
+        x = Conv(self.dim, name="fc2", **conv)(x)
         return nn.Dropout(self.dropout)(x, deterministic=not train)

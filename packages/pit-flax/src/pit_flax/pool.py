@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Dense, depthwise_conv
+from vit_layers_flax import Conv, Dense, depthwise_conv
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -43,7 +43,7 @@ class DepthWiseConv2d(nn.Module):
             name="depthwise",
             **dtypes,
         )(x)
-        return nn.Conv(self.dim_out, (1, 1), use_bias=self.use_bias, name="pointwise", **dtypes)(x)
+        return Conv(self.dim_out, (1, 1), use_bias=self.use_bias, name="pointwise", **dtypes)(x)
 
 
 class Pool(nn.Module):

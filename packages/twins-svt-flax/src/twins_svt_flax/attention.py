@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Dense, LayerNorm, SoftmaxAttention, merge_windows, partition_windows
+from vit_layers_flax import Conv, Dense, LayerNorm, SoftmaxAttention, merge_windows, partition_windows
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -85,11 +85,10 @@ class GlobalAttention(nn.Module):
 
         x = LayerNorm(name="norm", **dtypes)(x)
         q = Dense(inner_dim, use_bias=False, name="to_q", **dtypes)(x)
-        kv = nn.Conv(
+        kv = Conv(
             2 * inner_dim,
             (self.k, self.k),
-            strides=(self.k, self.k),
-            padding="VALID",  # torch's padding=0: floor(H / k) x floor(W / k) keys
+            stride=(self.k, self.k),  # torch's padding=0: floor(H / k) x floor(W / k) keys
             use_bias=False,
             name="to_kv",
             **dtypes,

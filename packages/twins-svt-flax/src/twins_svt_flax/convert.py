@@ -26,7 +26,7 @@ def _attention(sd: StateDict, prefix: str, *, local: bool) -> dict[str, Any]:
     """``LocalAttention`` / ``GlobalAttention`` -> ``norm``, ``to_q``, ``to_kv``, ``to_out``.
 
     The local ``to_kv`` is a 1x1 convolution (a ``Dense``); the global one a ``k x k``
-    strided convolution (an ``nn.Conv``)."""
+    strided convolution (a ``vit_layers_flax.Conv``)."""
     return {
         "norm": sd.chan_layer_norm_as_layer_norm(f"{prefix}.norm"),
         "to_q": sd.pointwise(f"{prefix}.to_q", bias=False),
