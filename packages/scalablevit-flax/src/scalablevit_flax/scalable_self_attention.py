@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import ChanLayerNorm, Conv, Dense, SoftmaxAttention
+from vit_layers_flax import ChanLayerNorm, Dense, SoftmaxAttention
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -40,12 +40,12 @@ class ScalableSelfAttention(nn.Module):
         height = x.shape[1]
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         r = self.reduction_factor
-        reduce = dict(kernel_size=(r, r), stride=(r, r), use_bias=False, **dtypes)
+        reduce = dict(kernel_size=(r, r), strides=(r, r), padding="VALID", use_bias=False, **dtypes)
 
         x = ChanLayerNorm(name="norm", **dtypes)(x)
         q = Dense(self.heads * self.dim_key, use_bias=False, name="to_q", **dtypes)(x)
-        k = Conv(self.heads * self.dim_key, name="to_k", **reduce)(x)
-        v = Conv(self.heads * self.dim_value, name="to_v", **reduce)(x)
+        k = nn.Conv(self.heads * self.dim_key, name="to_k", **reduce)(x)
+        v = nn.Conv(self.heads * self.dim_value, name="to_v", **reduce)(x)
         q, k, v = (rearrange(t, "b x y (h d) -> b (x y) h d", h=self.heads) for t in (q, k, v))
 
         out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, train=train)
