@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -120,32 +122,11 @@ class MultiScaleEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, sm_tokens: Array, lg_tokens: Array, *, train: bool = False) -> tuple[Array, Array]:
-        def block(name: str) -> MultiScaleBlock:
-            return MultiScaleBlock(
-                sm_dim=self.sm_dim,
-                lg_dim=self.lg_dim,
-                sm_enc_depth=self.sm_enc_depth,
-                sm_enc_heads=self.sm_enc_heads,
-                sm_enc_mlp_dim=self.sm_enc_mlp_dim,
-                sm_enc_dim_head=self.sm_enc_dim_head,
-                lg_enc_depth=self.lg_enc_depth,
-                lg_enc_heads=self.lg_enc_heads,
-                lg_enc_mlp_dim=self.lg_enc_mlp_dim,
-                lg_enc_dim_head=self.lg_enc_dim_head,
-                cross_attn_heads=self.cross_attn_heads,
-                cross_attn_depth=self.cross_attn_depth,
-                cross_attn_dim_head=self.cross_attn_dim_head,
-                dropout=self.dropout,
-                remat=self.remat,
-                scan=self.scan,
-                attention_implementation=self.attention_implementation,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                name=name,
-            )
-
+        # every field of the block is one of this module's, passed on as it is
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(MultiScaleBlock) if f.init}
+        del fields["parent"], fields["name"]
         return apply_blocks(
-            block,
+            lambda name: MultiScaleBlock(**fields, name=name),
             self.depth,
             (sm_tokens, lg_tokens),
             train=train,
