@@ -84,6 +84,19 @@ def measure(calls: dict[Any, Callable[[], Any]], *, repeats: int, min_seconds: f
     return timings
 
 
+def compile_timed(jitted, *args: Any, repeats: int) -> tuple[Any, list[float]]:
+    """``jitted.lower(*args).compile()`` done ``repeats`` times from scratch (JAX's caches
+    cleared before each), and the seconds each took: lowering plus XLA compilation. The
+    median is the figure reported: on a shared machine one compile can take 1.5x another."""
+    seconds = []
+    for _ in range(repeats):
+        jax.clear_caches()
+        start = time.perf_counter()
+        compiled = jitted.lower(*args).compile()
+        seconds.append(time.perf_counter() - start)
+    return compiled, seconds
+
+
 def _flops(compiled) -> float | None:
     analysis = compiled.cost_analysis()
     if isinstance(analysis, list):  # jax < 0.4.30 returns one dict per device
@@ -117,9 +130,9 @@ def prepare_jax(cfg: Config, batch: int, args: argparse.Namespace) -> tuple[dict
     labels = jax.random.randint(keys[1], (batch,), 0, cfg.kwargs["num_classes"])
     variables = jax.jit(model.init)(keys[2], images[:1])
 
-    start = time.perf_counter()
-    infer = jax.jit(model.apply).lower(variables, images).compile()
-    infer_compile = time.perf_counter() - start
+    infer, infer_compile = compile_timed(
+        jax.jit(model.apply), variables, images, repeats=args.compile_repeats
+    )
     own = jax.tree.map(jnp.copy, variables)  # the step donates its state
     state = TrainState.create(
         apply_fn=model.apply,
@@ -128,9 +141,9 @@ def prepare_jax(cfg: Config, batch: int, args: argparse.Namespace) -> tuple[dict
         batch_stats=own.get("batch_stats", {}),
     )
     key = dropout_key(1)  # as examples/train.py draws dropout: rbg
-    start = time.perf_counter()
-    step = jax.jit(train_step, donate_argnums=0).lower(state, images, labels, key).compile()
-    train_compile = time.perf_counter() - start
+    step, train_compile = compile_timed(
+        jax.jit(train_step, donate_argnums=0), state, images, labels, key, repeats=args.compile_repeats
+    )
     holder = [state]
 
     def train_call():
@@ -139,8 +152,10 @@ def prepare_jax(cfg: Config, batch: int, args: argparse.Namespace) -> tuple[dict
 
     info = dict(
         params=sum(x.size for x in jax.tree.leaves(variables["params"])),
-        infer_compile_s=infer_compile,
-        train_compile_s=train_compile,
+        infer_compile_s=statistics.median(infer_compile),
+        train_compile_s=statistics.median(train_compile),
+        infer_compile_samples_s=infer_compile,
+        train_compile_samples_s=train_compile,
         infer_flops=_flops(infer),
         train_flops=_flops(step),
         train_temp_bytes=_temp_bytes(step),
@@ -300,7 +315,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{', remat=True' if results['settings'].get('remat') else ''}; jax {info['jax']}, "
         f"flax {info['flax']}, torch {info.get('torch', '–')} ({info.get('torch_threads', '–')} threads), "
         f"vit-pytorch {info.get('vit_pytorch', '–')}. Images per second, median of "
-        f"{results['settings']['repeats']} timings; × is JAX over vit-pytorch.",
+        f"{results['settings']['repeats']} timings; JAX compile times, median of "
+        f"{results['settings'].get('compile_repeats', 1)}; × is JAX over vit-pytorch.",
         "",
         "| architecture | config | batch | params | GFLOP/image (XLA) | JAX compile s (infer / train) "
         "| inference img/s: JAX | eager | compiled | × eager | × compiled "
@@ -365,6 +381,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--repeats", type=int, default=5, help="timings per figure (the median is kept)")
+    parser.add_argument(
+        "--compile-repeats",
+        type=int,
+        default=3,
+        help="compilations per JAX compile time, from scratch (the median is kept)",
+    )
     parser.add_argument("--min-seconds", type=float, default=0.2, help="each timing lasts at least this long")
     parser.add_argument("--no-torch", action="store_true", help="measure the JAX models only")
     parser.add_argument(
@@ -409,6 +431,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = dict(
         dtype=args.dtype,
         repeats=args.repeats,
+        compile_repeats=args.compile_repeats,
         min_seconds=args.min_seconds,
         batch=args.batch,
         scan=args.scan,

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from architectures import ARCHITECTURES, CONFIG_NAMES, config
-from bench import main, markdown, measure
+from bench import compile_timed, main, markdown, measure
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -38,11 +38,24 @@ def test_measure_interleaves_the_calls_and_reports_each_median():
     assert set(timings) == {"a", "b"} and all(t.median >= 0 and t.first >= 0 for t in timings.values())
 
 
+def test_compile_timed_compiles_afresh_each_time():
+    traces = []
+
+    def double(x):
+        traces.append(x.shape)
+        return 2 * x
+
+    compiled, seconds = compile_timed(jax.jit(double), jnp.ones(3), repeats=3)
+    assert len(traces) == 3 and len(seconds) == 3 and all(t > 0 for t in seconds)
+    assert compiled(jnp.arange(3.0)).tolist() == [0.0, 2.0, 4.0]
+
+
 def test_runner_writes_json_and_markdown(tmp_path):
     """CvT: a BatchNorm model, whose statistics the donated train state must not take
     from the variables inference uses."""
     out = tmp_path / "result"
     args = ["--arch", "cvt", "--configs", "small", "--no-torch", "--repeats", "1", "--min-seconds", "0"]
+    args += ["--compile-repeats", "1"]
     results = main([*args, "--out", str(out)])
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["machine"]["backend"] == "cpu" and saved["settings"]["dtype"] == "float32"
@@ -52,6 +65,7 @@ def test_runner_writes_json_and_markdown(tmp_path):
     assert jax_figures["params"] > 0 and jax_figures["train_flops"] > jax_figures["infer_flops"] > 0
     assert jax_figures["infer_images_per_s"] > 0 and jax_figures["train_images_per_s"] > 0
     assert jax_figures["train_temp_bytes"] > 0
+    assert jax_figures["train_compile_samples_s"] == [jax_figures["train_compile_s"]]
     table = out.with_suffix(".md").read_text()
     assert table == markdown(results) and "| cvt | small | 32 |" in table
 
