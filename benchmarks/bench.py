@@ -413,6 +413,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--batch takes CONFIG=N with CONFIG in {CONFIG_NAMES}, got {item!r}")
         batch[name] = int(size)
     args.batch = batch
+    if args.repeats < 1 or args.compile_repeats < 1:
+        parser.error(
+            f"--repeats and --compile-repeats take 1 or more, got {args.repeats} and {args.compile_repeats}"
+        )
     unknown = set(args.torch_compile) - set(ARCHITECTURES) - {"all", "none"}
     if unknown:
         parser.error(f"--torch-compile: unknown architectures {sorted(unknown)}")

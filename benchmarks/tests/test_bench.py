@@ -74,3 +74,9 @@ def test_runner_refuses_unknown_architectures_for_torch_compile(capsys):
     with pytest.raises(SystemExit):
         main(["--torch-compile", "vitt"])
     assert "unknown architectures ['vitt']" in capsys.readouterr().err
+
+
+def test_runner_refuses_fewer_than_one_repeat(capsys):
+    with pytest.raises(SystemExit):
+        main(["--compile-repeats", "0"])
+    assert "--compile-repeats take 1 or more, got 5 and 0" in capsys.readouterr().err
