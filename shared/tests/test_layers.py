@@ -1,5 +1,6 @@
 """Unit tests of the shared layers, validation and conversion helpers."""
 
+import inspect
 import math
 import pickle
 from pathlib import Path
@@ -710,3 +711,38 @@ def test_dense_equals_flax_dense_on_any_leading_axes(shape):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     lowered = jax.jit(ours.apply).lower(variables, x).as_text()
     assert lowered.count("dot_general") == 1 and "contracting_dims = [1] x [0]" in lowered
+
+
+class _CountedBlock(nn.Module):
+    """A residual Dense that counts how often it is traced (``traces``, per class)."""
+
+    traces = 0
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        type(self).traces += 1
+        return x + nn.Dense(x.shape[-1])(x)
+
+
+class _CountedStack(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        return apply_blocks(lambda name: _CountedBlock(name=name), 5, x, train=train, scan=True)
+
+
+@pytest.mark.skipif(
+    "check_constancy_invariants" not in inspect.signature(nn.scan).parameters,
+    reason="Flax < 0.10.3 always traces a scanned block twice",
+)
+def test_scanned_blocks_are_traced_once_per_call():
+    """Flax's nn.scan traces its body a second time unless told it broadcasts nothing:
+    apply_blocks tells it, so a deep stack costs one trace of its block, in the forward
+    pass and in the gradient alike."""
+    x = jnp.ones((2, 4))
+    variables = jax.eval_shape(_CountedStack().init, jax.random.key(0), x)
+    _CountedBlock.traces = 0
+    jax.make_jaxpr(_CountedStack().apply)(variables, x)
+    assert _CountedBlock.traces == 1
+    _CountedBlock.traces = 0
+    jax.make_jaxpr(jax.grad(lambda v: _CountedStack().apply(v, x).sum()))(variables)
+    assert _CountedBlock.traces == 1
