@@ -1,20 +1,26 @@
 """Build and test every vit-flax distribution.
 
-Sessions (``nox -l`` lists them all; ``nox -t ci`` is the full CPU check):
+Sessions (``nox -l`` lists them all; plain ``nox`` runs the CPU check that CI runs, ``-t ci``):
 
 * ``lint``                       ruff lint and format check over the repository
+* ``suite``                      every distribution's tests, parity with vit-pytorch and the
+                                 training program's tests, in one environment (CI)
+* ``build(<dist>)``              hatch builds wheel and sdist (LICENSE in both); the wheel is
+                                 installed alone into a clean environment, a model's together
+                                 with ``vit-layers-flax`` built at exactly its declared lower
+                                 bound (from git history), where every module imports and the
+                                 README usage runs (CI)
 * ``tests(<dist>-<backend>)``    a distribution's JAX tests on ``cpu``, ``cuda`` or ``tpu``;
                                  ``JAX_PLATFORMS`` is set, so a missing accelerator fails
-* ``parity(<dist>)``             the tests against vit-pytorch (torch, CPU)
-* ``build(<dist>)``              hatch builds wheel and sdist; the wheel is installed alone
-                                 into a clean environment, where all its modules import
+                                 (accelerators only when named or by tag: ``-t cuda``)
+* ``parity(<dist>)``             a distribution's tests against vit-pytorch (torch, CPU)
 * ``min_versions(<dist>)``       the JAX tests against the oldest declared jax/flax
 * ``demo``                       the main job: examples/train.py trains the default architecture
 * ``examples``                   the training program's tests
 * ``usage``                      every package's README usage example, all packages together
 * ``bench(<backend>)``           every architecture against vit-pytorch (``benchmarks/``)
 
-The torch used by ``parity`` is ``torch==2.13.0``; where pip is configured with a
+The torch used by ``suite`` and ``parity`` is ``torch==2.13.0``; where pip is configured with a
 ``find-links`` folder (a CPU build of torch), uv is pointed at it too, because uv does not
 read pip's configuration. Set ``UV_FIND_LINKS`` or ``UV_INDEX`` yourself to choose another
 source (e.g. ``UV_INDEX=https://download.pytorch.org/whl/cpu``).
@@ -22,12 +28,15 @@ source (e.g. ``UV_INDEX=https://download.pytorch.org/whl/cpu``).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import nox
@@ -37,7 +46,8 @@ SHARED = "vit-layers-flax"
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "tests", "parity", "build"]
+#: plain ``nox`` runs what CI runs, all of it on the CPU; accelerator sessions only when named
+nox.options.tags = ["ci"]
 
 TORCH = "torch==2.13.0"
 REFERENCE = "vit-pytorch==1.26.11"
@@ -48,6 +58,20 @@ MIN_VERSIONS = ["jax==0.4.36", "jaxlib==0.4.36", "flax==0.10.2", "einops==0.8.0"
 #: thread each, so one worker per core (up to four) runs the model cases side by side. The
 #: contract suite groups each case's tests (``--dist loadgroup``), so a model compiles once.
 CPU_WORKERS = ["-n", "auto", "--maxprocesses", "4", "--dist", "loadgroup"]
+
+#: one persistent XLA compilation cache for the test sessions of a run: a program compiled in
+#: ``suite`` (a README usage, say) is loaded, not compiled again, by ``build``'s run of the same
+#: README against the wheels. Not for ``bench``, which times compilation, nor ``demo``.
+XLA_CACHE = {
+    "JAX_COMPILATION_CACHE_DIR": str(ROOT / ".nox" / "xla-cache"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+}
+
+
+def _jax_env(platform: str = "cpu", **extra: str) -> dict[str, str]:
+    """The environment of a test session's JAX processes."""
+    return {"JAX_PLATFORMS": platform, **XLA_CACHE, **extra}
+
 
 #: backend -> (jax requirement, JAX_PLATFORMS value)
 BACKENDS = {
@@ -105,7 +129,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize(
     "dist, backend",
-    [nox.param(d, b, id=f"{d}-{b}", tags=["ci"] if b == "cpu" else [b]) for d in DISTS for b in BACKENDS],
+    [nox.param(d, b, id=f"{d}-{b}", tags=[b]) for d in DISTS for b in BACKENDS],
 )
 def tests(session: nox.Session, dist: str, backend: str) -> None:
     """A distribution's JAX tests (everything but parity) on one backend."""
@@ -121,31 +145,62 @@ def tests(session: nox.Session, dist: str, backend: str) -> None:
         # one process owns an accelerator; CPU tests run on every core
         *(CPU_WORKERS if backend == "cpu" else []),
         *session.posargs,
-        env={"JAX_PLATFORMS": platform},
+        env=_jax_env(platform),
     )
 
 
-@nox.session(tags=["ci"])
+@nox.session
 @nox.parametrize("dist", [nox.param(d, id=d) for d in DISTS])
 def parity(session: nox.Session, dist: str) -> None:
     """The tests against vit-pytorch (float32, CPU)."""
     env = _pip_find_links()
     _install_dist(session, dist, TORCH, "einops", env=env)
+    _install_reference(session, env)
+    _run_with_parity_report(session, _tests_dir(dist), "-m", "parity", *CPU_WORKERS, *session.posargs)
+
+
+@nox.session(tags=["ci"])
+def suite(session: nox.Session) -> None:
+    """Every distribution's tests and parity with vit-pytorch, and the training program's
+    and the benchmark runner's tests: one environment, one pytest run whose workers share
+    the cores. Each distribution alone is what ``build`` checks."""
+    env = _pip_find_links()
+    session.install(
+        f"{ROOT / 'shared'}[safetensors]",
+        *(str(DISTS[d]) for d in MODELS),
+        "-r",
+        str(ROOT / "examples" / "requirements.txt"),
+        "pytest>=8",
+        "pytest-xdist>=3",
+        TORCH,
+        "einops",
+        env=env,
+    )
+    _install_reference(session, env)
+    tests = [_tests_dir(d) for d in DISTS] + [
+        str(ROOT / "examples" / "tests"),
+        str(ROOT / "benchmarks" / "tests"),
+        str(ROOT / ".github" / "scripts"),
+    ]
+    _run_with_parity_report(session, *tests, *CPU_WORKERS, "--durations=25", *session.posargs)
+
+
+def _install_reference(session: nox.Session, env: dict[str, str]) -> None:
     # vit-pytorch's own requirements pull torchvision, which the model files do not need
     # (and whose wheels bring a CUDA torch): install it alone.
     session.install("--no-deps", REFERENCE, env=env)
+
+
+def _run_with_parity_report(session: nox.Session, *args: str) -> None:
+    """pytest on the CPU, then each parity case's relative error in the log."""
     report = Path(session.create_tmp()).resolve() / "parity.jsonl"
     report.unlink(missing_ok=True)
     session.run(
         "pytest",
-        _tests_dir(dist),
-        "-m",
-        "parity",
+        *args,
         "-p",
         "no:cacheprovider",
-        *CPU_WORKERS,
-        *session.posargs,
-        env={"JAX_PLATFORMS": "cpu", "VIT_FLAX_PARITY_REPORT": str(report)},
+        env=_jax_env(VIT_FLAX_PARITY_REPORT=str(report)),
     )
     if report.exists():
         records = [json.loads(line) for line in report.read_text().splitlines()]
@@ -165,9 +220,12 @@ def _usage_script(readme: Path) -> str:
 @nox.session(tags=["ci"])
 @nox.parametrize("dist", [nox.param(d, id=d) for d in DISTS])
 def build(session: nox.Session, dist: str) -> None:
-    """hatchling builds the wheel and sdist; the wheel alone, with only its declared
-    dependencies, installs into a clean environment and imports there."""
-    session.install("hatchling>=1.26")
+    """hatchling builds the wheel and sdist, each with the LICENSE; the wheel alone, with
+    only its declared dependencies, installs into a clean environment, where every module
+    imports. A model's wheel is installed with ``vit-layers-flax`` built as it was at its
+    declared lower bound (the commit where the shared version first became that bound), and
+    its README usage runs there: a model that uses newer shared API than its bound fails."""
+    session.install("hatchling>=1.27")
     out = Path(session.create_tmp()).resolve() / "dist"
     shared_out = out / "shared"
     for path in (out, shared_out):
@@ -182,10 +240,25 @@ def build(session: nox.Session, dist: str) -> None:
     sdists = sorted(out.glob("*.tar.gz"))
     if len(wheels) != 1 or len(sdists) != 1:
         session.error(f"expected one wheel and one sdist, built {wheels + sdists}")
+    _check_license(session, wheels[0], sdists[0])
     local: list[str] = []
-    if dist != SHARED:  # the model's one local dependency, as the wheel users get from PyPI
-        with session.chdir(DISTS[SHARED]):
-            session.run("python", "-m", "hatchling", "build", "-t", "wheel", "--directory", str(shared_out))
+    if dist != SHARED:  # the model's one local dependency, at its declared lower bound
+        floor = _shared_floor(session, dist)
+        commit = _shared_commit(session, floor)
+        session.log(f"{dist}: {SHARED} {floor}, as at commit {commit[:12]}")
+        with tempfile.TemporaryDirectory() as old:
+            archive = subprocess.run(
+                ["git", "archive", "--format=tar", commit, "shared"],
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+            ).stdout
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(old, filter="data")
+            with session.chdir(Path(old) / "shared"):
+                session.run(
+                    "python", "-m", "hatchling", "build", "-t", "wheel", "--directory", str(shared_out)
+                )
         local = [str(w) for w in shared_out.glob("*.whl")]
     module = _module_name(dist)
 
@@ -215,14 +288,80 @@ def build(session: nox.Session, dist: str) -> None:
             "for info in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
             "    if not info.name.endswith('.testing') and '.testing.' not in info.name:\n"
             "        importlib.import_module(info.name)\n"
-            "print(package.__name__, package.__version__, 'imports from its wheel')\n"
+            "import vit_layers_flax\n"
+            "print(package.__name__, package.__version__, 'imports from its wheel with vit-layers-flax',"
+            " vit_layers_flax.__version__)\n"
         )
         with session.chdir(clean):
-            session.run(str(python), "-I", "-c", check, external=True, env={"JAX_PLATFORMS": "cpu"})
+            session.run(str(python), "-I", "-c", check, external=True, env=_jax_env())
+            if dist != SHARED:
+                script = Path(clean) / "usage.py"
+                script.write_text(_usage_script(DISTS[dist] / "README.md"), encoding="utf-8")
+                session.run(str(python), "-I", str(script), external=True, env=_jax_env())
+
+
+def _check_license(session: nox.Session, wheel: Path, sdist: Path) -> None:
+    """The repository's LICENSE, byte for byte, in the wheel (``License-File`` metadata) and
+    at the root of the sdist."""
+    license_text = (ROOT / "LICENSE").read_bytes()
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+        licenses = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        if len(licenses) != 1 or whl.read(licenses[0]) != license_text:
+            session.error(
+                f"{wheel.name}: expected the repository's LICENSE in .dist-info/licenses/, found {licenses}"
+            )
+        if "License-File: LICENSE" not in whl.read(metadata).decode():
+            session.error(f"{wheel.name}: METADATA has no 'License-File: LICENSE'")
+    with tarfile.open(sdist) as tar:
+        root = sdist.name.removesuffix(".tar.gz")
+        member = tar.extractfile(f"{root}/LICENSE") if f"{root}/LICENSE" in tar.getnames() else None
+        if member is None or member.read() != license_text:
+            session.error(f"{sdist.name}: expected the repository's LICENSE at {root}/LICENSE")
+    session.log(f"LICENSE in {wheel.name} and {sdist.name}")
+
+
+def _shared_floor(session: nox.Session, dist: str) -> str:
+    """The lower bound a model declares on the shared package (``vit-layers-flax>=X``)."""
+    requirements = nox.project.load_toml(DISTS[dist] / "pyproject.toml")["project"]["dependencies"]
+    floors = [m.group(1) for r in requirements if (m := re.fullmatch(rf"{SHARED}\s*>=\s*([^,\s]+).*", r))]
+    if len(floors) != 1:
+        session.error(f"{dist}: expected one '{SHARED}>=X' requirement, found {requirements}")
+    return floors[0]
+
+
+def _shared_commit(session: nox.Session, version: str) -> str:
+    """The first commit (oldest first) at which ``shared/pyproject.toml`` says ``version``."""
+    shallow = subprocess.run(
+        ["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if shallow == "true":
+        session.error("the shared-floor check reads git history: clone with full history (fetch-depth: 0)")
+    commits = subprocess.run(
+        ["git", "log", "--reverse", "--format=%H", "--", "shared/pyproject.toml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for commit in commits:
+        text = subprocess.run(
+            ["git", "show", f"{commit}:shared/pyproject.toml"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M)
+        if found and found.group(1) == version:
+            return commit
+    session.error(f"no commit has {SHARED} {version} in shared/pyproject.toml: commit the version first")
+    raise AssertionError  # session.error raises
 
 
 def _module_name(dist: str) -> str:
-    """``vit-flax`` -> ``vit_flax``: the import name (each package's ``src/<module>``)."""
+    """``cait-flax`` -> ``cait_flax``: the import name (each package's ``src/<module>``)."""
     (module,) = [p.name for p in (DISTS[dist] / "src").iterdir() if p.is_dir() and p.name.isidentifier()]
     return module
 
@@ -243,7 +382,7 @@ def min_versions(session: nox.Session, dist: str) -> None:
         "no:cacheprovider",
         *CPU_WORKERS,
         *session.posargs,
-        env={"JAX_PLATFORMS": "cpu"},
+        env=_jax_env(),
     )
 
 
@@ -265,7 +404,7 @@ def demo(session: nox.Session) -> None:
     session.run("python", str(ROOT / "examples" / "train.py"), *session.posargs)
 
 
-@nox.session(tags=["ci"])
+@nox.session
 def examples(session: nox.Session) -> None:
     """The training program's tests (data, one step per architecture, checkpoints, resume,
     eight simulated devices) and the benchmark runner's (every configuration builds; the
@@ -282,7 +421,7 @@ def examples(session: nox.Session) -> None:
         "--maxprocesses",
         "4",
         *session.posargs,
-        env={"JAX_PLATFORMS": "cpu"},
+        env=_jax_env(),
     )
 
 

@@ -33,7 +33,7 @@ class Architecture:
     """One architecture: its Flax class, its vit-pytorch class and its seed configuration.
 
     Attributes:
-      module, cls: the Flax model (``vit_flax``, ``ViT``).
+      module, cls: the Flax model (``vision_transformer_flax``, ``ViT``).
       reference: the vit-pytorch module and class (``vit``, ``ViT``).
       seed: the seed configuration's keywords (as in the package README).
       seed_image_size: the seed configuration's square image size.
@@ -115,7 +115,7 @@ def _cvt_stage(emb_dim: int, emb_kernel: int, emb_stride: int, heads: int, depth
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "vit": Architecture("vit_flax", "ViT", ("vit", "ViT"), _vit(), 256),
+    "vit": Architecture("vision_transformer_flax", "ViT", ("vit", "ViT"), _vit(), 256),
     "simple-vit": Architecture(
         "simple_vit_flax",
         "SimpleViT",

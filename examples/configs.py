@@ -21,7 +21,7 @@ class Recipe:
 
     Attributes:
       package: the pip distribution that provides the model.
-      module, cls: where the model class lives (``vit_flax``, ``ViT``).
+      module, cls: where the model class lives (``vision_transformer_flax``, ``ViT``).
       kwargs: constructor keywords besides ``num_classes``, ``channels`` and ``image_size``
         (given to the models that take them).
       image_size: the square size images are resized to.
@@ -79,7 +79,7 @@ def _flat(package: str, module: str, cls: str = "ViT", **extra: Any) -> Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "vit": _flat("vit-flax", "vit_flax", **_DROP),
+    "vit": _flat("vision-transformer-flax", "vision_transformer_flax", **_DROP),
     "simple-vit": _flat("simple-vit-flax", "simple_vit_flax", "SimpleViT"),
     "deepvit": _flat("deepvit-flax", "deepvit_flax", "DeepViT", **_DROP),
     "cait": _flat("cait-flax", "cait_flax", "CaiT", cls_depth=1, **_DROP),

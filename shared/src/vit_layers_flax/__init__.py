@@ -6,6 +6,8 @@ layer dropping, input validation and the vit-pytorch weight-conversion helpers. 
 contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
 """
 
+from importlib.metadata import version
+
 from vit_layers_flax.activation import gelu
 from vit_layers_flax.attention import (
     Attention,
@@ -40,7 +42,7 @@ from vit_layers_flax.unfold import unfold, unfold_output_size
 from vit_layers_flax.validation import cast_tuple, check_config, check_images, check_stage_size, pair
 from vit_layers_flax.windows import merge_windows, partition_windows
 
-__version__ = "0.1.0"
+__version__ = version("vit-layers-flax")
 
 __all__ = [
     "PEG",

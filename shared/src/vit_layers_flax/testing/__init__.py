@@ -3,7 +3,7 @@
 Usage in a model package's ``tests/test_contract.py``::
 
     from vit_layers_flax.testing import ContractSuite, ModelCase
-    from vit_flax import ViT, from_vit_pytorch
+    from vision_transformer_flax import ViT, from_vit_pytorch
 
     class TestViT(ContractSuite):
         model_cls = ViT

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from vit_flax import ViT, from_vit_pytorch
+from vision_transformer_flax import ViT, from_vit_pytorch
 
 from vit_layers_flax.testing import ContractSuite, ModelCase
 

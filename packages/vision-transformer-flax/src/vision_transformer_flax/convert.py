@@ -1,4 +1,4 @@
-"""Convert vit-pytorch ``vit.ViT`` weights into :class:`vit_flax.ViT` variables."""
+"""Convert vit-pytorch ``vit.ViT`` weights into :class:`vision_transformer_flax.ViT` variables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vit_flax.vit import ViT
+from vision_transformer_flax.vit import ViT
 from vit_layers_flax import StateDict, finalize, pair, patch_embedding_params, transformer_params
 
 
