@@ -67,10 +67,20 @@ XLA_CACHE = {
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
 }
 
+#: The tests compile a thousand small programs and run each once or twice on tiny inputs, so
+#: on the CPU their time is XLA's compilation, most of it LLVM optimising machine code. They
+#: ask for unoptimised machine code (the same HLO optimisations and floating-point
+#: semantics; matrix products still call the same library kernels). Users' programs,
+#: ``demo`` and ``bench`` keep XLA's default.
+CPU_TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
 
 def _jax_env(platform: str = "cpu", **extra: str) -> dict[str, str]:
     """The environment of a test session's JAX processes."""
-    return {"JAX_PLATFORMS": platform, **XLA_CACHE, **extra}
+    env = {"JAX_PLATFORMS": platform, **XLA_CACHE, **extra}
+    if platform == "cpu":
+        env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {CPU_TEST_XLA_FLAGS}".strip()
+    return env
 
 
 #: backend -> (jax requirement, JAX_PLATFORMS value)

@@ -245,7 +245,7 @@ def test_runs_do_not_mix(tmp_path):
 
 
 def _sharded_losses(arch: str, devices: int) -> dict:
-    flags = f"--xla_force_host_platform_device_count={devices}"
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     script = str(HERE / "sharded_losses.py")
     out = subprocess.run([sys.executable, script, arch], env=env, capture_output=True, text=True, check=True)
