@@ -302,12 +302,12 @@ def build(session: nox.Session, dist: str) -> None:
             "print(package.__name__, package.__version__, 'imports from its wheel with vit-layers-flax',"
             " vit_layers_flax.__version__)\n"
         )
+        # and, for a model, its README usage, in the same process
+        script = Path(clean) / "check.py"
+        usage = "" if dist == SHARED else _usage_script(DISTS[dist] / "README.md")
+        script.write_text(check + usage, encoding="utf-8")
         with session.chdir(clean):
-            session.run(str(python), "-I", "-c", check, external=True, env=_jax_env())
-            if dist != SHARED:
-                script = Path(clean) / "usage.py"
-                script.write_text(_usage_script(DISTS[dist] / "README.md"), encoding="utf-8")
-                session.run(str(python), "-I", str(script), external=True, env=_jax_env())
+            session.run(str(python), "-I", str(script), external=True, env=_jax_env())
 
 
 def _check_license(session: nox.Session, wheel: Path, sdist: Path) -> None:
