@@ -1,5 +1,6 @@
 """Unit tests of the shared layers, validation and conversion helpers."""
 
+import functools
 import inspect
 import math
 import pickle
@@ -16,29 +17,32 @@ from vit_layers_flax import (
     PEG,
     Attention,
     BatchNorm,
-    ChanLayerNorm,
     Conv,
     ConversionError,
     Dense,
+    DepthwiseConv,
+    DotProductAttention,
     FeedForward,
+    InputSizes,
     LayerNorm,
-    SoftmaxAttention,
     StateDict,
+    TokenEmbedding,
     Transformer,
+    TransformerBlock,
     apply_attention,
     apply_blocks,
     attention_weights,
     cast_tuple,
     check_images,
     check_stage_size,
-    depthwise_conv,
-    finalize,
+    conv_output_size,
     gelu,
-    layer_keep_mask,
     load_torch_state_dict,
     merge_windows,
+    model_variables,
     pair,
     partition_windows,
+    pool_tokens,
     posemb_sincos_2d,
     split_qkv,
     stack_layers,
@@ -158,15 +162,6 @@ def test_layer_norm_derivatives_equal_autodiff_of_the_two_pass_formula():
     )
 
 
-def test_chan_layer_norm_equals_torch_style_layer_norm():
-    x = jax.random.normal(jax.random.key(1), (2, 4, 4, 6)) * 3 + 1
-    chan = ChanLayerNorm()
-    params = chan.init(jax.random.key(0), x)
-    ref = LayerNorm().apply({"params": {"scale": jnp.ones(6), "bias": jnp.zeros(6)}}, x)
-    np.testing.assert_allclose(chan.apply(params, x), ref, rtol=1e-5, atol=1e-5)
-    assert ChanLayerNorm(dtype=jnp.bfloat16).apply(params, x).dtype == jnp.bfloat16
-
-
 @pytest.mark.parity
 def test_gelu_is_torchs_exact_gelu():
     import torch
@@ -208,7 +203,7 @@ def test_attention_fused_path_equals_explicit_weights():
 def test_softmax_attention_with_bias_fused_equals_explicit_and_dropout_only_in_training():
     q, k, v = (jax.random.normal(jax.random.key(i), (2, 5, 3, 8)) for i in range(3))
     bias = jax.random.normal(jax.random.key(3), (3, 5, 5))  # one (heads, q, k) bias for every batch row
-    attend = SoftmaxAttention(dropout=0.5)
+    attend = DotProductAttention(dropout=0.5)
     fused = attend.apply({}, q, k, v, bias)
     explicit = apply_attention(attention_weights(q, k, bias=bias), v)
     np.testing.assert_allclose(fused, explicit, rtol=1e-5, atol=1e-5)
@@ -224,7 +219,7 @@ def test_softmax_attention_with_bias_fused_equals_explicit_and_dropout_only_in_t
 def test_softmax_attention_takes_values_wider_than_keys():
     q, k = (jax.random.normal(jax.random.key(i), (2, 5, 3, 4)) for i in range(2))
     v = jax.random.normal(jax.random.key(2), (2, 5, 3, 6))
-    out = SoftmaxAttention().apply({}, q, k, v)
+    out = DotProductAttention().apply({}, q, k, v)
     assert out.shape == (2, 5, 3, 6)
     np.testing.assert_allclose(out, apply_attention(attention_weights(q, k), v), rtol=1e-6)
 
@@ -283,18 +278,9 @@ def test_attention_dropout_acts_only_in_training():
     assert not np.allclose(train, eval_a)
 
 
-def test_layer_keep_mask_never_drops_every_layer():
-    masks = jax.vmap(lambda k: layer_keep_mask(k, 3, 0.9))(jax.random.split(jax.random.key(0), 2000))
-    assert bool(masks.any(axis=1).all())
-    assert 0.05 < float(masks.mean()) < 0.5  # mostly dropped, one rescued
-    assert bool(layer_keep_mask(jax.random.key(0), 4, 0.0).all())
-    with pytest.raises(ValueError, match="layer dropout rate"):
-        layer_keep_mask(jax.random.key(0), 4, 1.0)
-
-
 def test_depthwise_conv_and_peg_shapes():
     x = jax.random.normal(jax.random.key(0), (2, 7, 9, 4))
-    conv = depthwise_conv(4, 8, 3, stride=2, padding=1)
+    conv = DepthwiseConv(8, 3, strides=2, padding=1)
     params = conv.init(jax.random.key(1), x)
     assert params["params"]["kernel"].shape == (3, 3, 1, 8)
     assert conv.apply(params, x).shape == (2, 4, 5, 8)
@@ -311,7 +297,7 @@ def test_depthwise_conv_cpu_path_equals_grouped_convolution(dim_out, kernel_size
     """The CPU's shifted-slice sum, its gradients, and nn.Conv's initial values are those
     of nn.Conv with ``feature_group_count`` (what other backends run)."""
     x = jax.random.normal(jax.random.key(0), shape)
-    ours = depthwise_conv(4, dim_out, kernel_size, stride=stride, padding=padding)
+    ours = DepthwiseConv(dim_out, kernel_size, strides=stride, padding=padding)
     ph, pw = pair(padding)
     grouped = nn.Conv(
         dim_out, pair(kernel_size), strides=pair(stride), padding=((ph, ph), (pw, pw)), feature_group_count=4
@@ -327,7 +313,7 @@ def test_depthwise_conv_cpu_path_equals_grouped_convolution(dim_out, kernel_size
     ours_grads = jax.grad(loss, argnums=(1, 2))(ours, variables, x)
     grouped_grads = jax.grad(loss, argnums=(1, 2))(grouped, variables, x)
     assert relative_error(ours_grads, grouped_grads) < 1e-5
-    in_bf16 = depthwise_conv(4, dim_out, kernel_size, stride=stride, padding=padding, dtype=jnp.bfloat16)
+    in_bf16 = DepthwiseConv(dim_out, kernel_size, strides=stride, padding=padding, dtype=jnp.bfloat16)
     out = in_bf16.apply(variables, x)
     assert out.dtype == jnp.bfloat16 and relative_error(out, grouped.apply(variables, x)) < 0.02
 
@@ -349,7 +335,7 @@ def test_conv_cpu_path_equals_flax_conv(features, kernel_size, stride, padding, 
     """Each of Conv's paths (patches times kernel; disjoint windows), its gradients, and its
     initial values are nn.Conv's."""
     x = jax.random.normal(jax.random.key(0), shape)
-    ours = Conv(features, kernel_size, stride=stride, padding=padding, use_bias=use_bias)
+    ours = Conv(features, kernel_size, strides=stride, padding=padding, use_bias=use_bias)
     (ph, pw) = padding
     flax_conv = nn.Conv(
         features, kernel_size, strides=stride, padding=((ph, ph), (pw, pw)), use_bias=use_bias
@@ -366,7 +352,7 @@ def test_conv_cpu_path_equals_flax_conv(features, kernel_size, stride, padding, 
     flax_grads = jax.grad(loss, argnums=(1, 2))(flax_conv, variables, x)
     assert relative_error(ours_grads, flax_grads) < 1e-5
     in_bf16 = Conv(
-        features, kernel_size, stride=stride, padding=padding, use_bias=use_bias, dtype=jnp.bfloat16
+        features, kernel_size, strides=stride, padding=padding, use_bias=use_bias, dtype=jnp.bfloat16
     )
     out = in_bf16.apply(variables, x)
     assert out.dtype == jnp.bfloat16 and relative_error(out, flax_conv.apply(variables, x)) < 0.02
@@ -393,10 +379,10 @@ def _tiny_state_dict():
 def _convert_tiny(state_dict):
     sd = StateDict(state_dict)
     params = {"norm": sd.layer_norm("norm"), "fc": sd.linear("fc")}
-    return finalize(sd, {"params": params}, Tiny(), jax.ShapeDtypeStruct((1, 4), jnp.float32))
+    return model_variables(sd, {"params": params}, Tiny(), jax.ShapeDtypeStruct((1, 4), jnp.float32))
 
 
-def test_finalize_transposes_and_checks():
+def test_model_variables_transposes_and_checks():
     variables = _convert_tiny(_tiny_state_dict())
     np.testing.assert_array_equal(variables["params"]["fc"]["kernel"], np.arange(12).reshape(3, 4).T)
     with pytest.raises(ConversionError, match=r"no key 'fc\.bias'"):
@@ -408,7 +394,8 @@ def test_finalize_transposes_and_checks():
 
 
 def _transformer(**kwargs):
-    return Transformer(16, 3, heads=2, dim_head=8, mlp_dim=32, dropout=0.1, **kwargs)
+    block = functools.partial(TransformerBlock, 16, 2, 8, 32, dropout=0.1)
+    return Transformer(3, block, **kwargs)
 
 
 @pytest.mark.parametrize("remat", [False, True])
@@ -580,7 +567,7 @@ def test_attention_matches_reference():
 
 
 @pytest.mark.parity
-def test_peg_and_chan_layer_norm_match_reference():
+def test_peg_and_channel_layer_norm_match_reference():
     import torch
 
     x = np.asarray(jax.random.normal(jax.random.key(3), (2, 5, 6, 8)))
@@ -592,7 +579,7 @@ def test_peg_and_chan_layer_norm_match_reference():
 
     ref_norm = build_reference("scalable_vit", "ChanLayerNorm", dict(dim=8))
     params = StateDict(ref_norm.state_dict()).chan_layer_norm("")
-    ours = ChanLayerNorm().apply({"params": params}, x)
+    ours = LayerNorm().apply({"params": params}, x)
     assert relative_error(ours, ref_norm(x_nchw).detach().numpy().transpose(0, 2, 3, 1)) < 1e-5
 
 
@@ -748,3 +735,98 @@ def test_scanned_blocks_are_traced_once_per_call():
     _CountedBlock.traces = 0
     jax.make_jaxpr(jax.grad(lambda v: _CountedStack().apply(v, x).sum()))(variables)
     assert _CountedBlock.traces == 1
+
+
+# the ViT stem, input sizes, the stacking primitive -------------------------------------
+
+
+@pytest.mark.parametrize("num_class_tokens", [0, 1, 2])
+def test_token_embedding_prepends_class_tokens_and_adds_positions(num_class_tokens):
+    stem = TokenEmbedding(num_class_tokens, dropout=0.5)
+    variables = stem.init(jax.random.key(0), x_tokens)
+    params = variables["params"]
+    assert params["pos_embedding"].shape == (num_class_tokens + 5, 16)
+    assert ("cls_token" in params) == bool(num_class_tokens)
+    out = stem.apply(variables, x_tokens)
+    expected = x_tokens
+    if num_class_tokens:
+        cls = jnp.broadcast_to(params["cls_token"], (2, num_class_tokens, 16))
+        expected = jnp.concatenate([cls, x_tokens], axis=1)
+    np.testing.assert_allclose(out, expected + params["pos_embedding"], rtol=1e-6)
+    train = stem.apply(variables, x_tokens, train=True, rngs={"dropout": jax.random.key(1)})
+    assert float((train == 0).mean()) > 0.2  # dropout acts in training only
+
+
+def test_pool_tokens():
+    np.testing.assert_array_equal(pool_tokens(x_tokens, "cls"), x_tokens[:, 0])
+    np.testing.assert_allclose(pool_tokens(x_tokens, "mean"), x_tokens.mean(axis=1))
+    with pytest.raises(ValueError, match="'cls' or 'mean'"):
+        pool_tokens(x_tokens, "max")
+
+
+def test_input_sizes_and_conv_output_size():
+    fixed, pyramid = InputSizes(224), InputSizes(32, step=16)
+    assert 224 in fixed and 225 not in fixed and 240 not in fixed
+    assert 32 in pyramid and 64 in pyramid and 40 not in pyramid and 16 not in pyramid
+    assert pyramid.smallest == 32
+    assert conv_output_size(224, 16, 16) == 14
+    assert conv_output_size(7, 3, 2, 1) == 4  # torch's floor((7 + 2 - 3) / 2) + 1
+
+
+class _ScaledBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x, shift, scale, keep, *, train=False):
+        y = nn.Dropout(0.5)(Dense(x.shape[-1])(x) + shift, deterministic=not train)
+        return x + keep * scale * y
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_apply_blocks_per_layer_inputs_are_the_same_in_the_loop_and_the_scan(remat):
+    """Row i of each per-layer input reaches block i, with and without scan and remat."""
+
+    class Stack(nn.Module):
+        scan: bool
+
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            scales = jnp.asarray([1.0, 0.5, 0.25])
+            keep = jnp.asarray([1.0, 0.0, 1.0])
+            make = lambda name: _ScaledBlock(name=name)  # noqa: E731
+            return apply_blocks(
+                make,
+                3,
+                x,
+                jnp.float32(0.1),
+                train=train,
+                scan=self.scan,
+                remat=remat,
+                per_layer=(scales, keep),
+            )
+
+    loop, scanned = Stack(scan=False), Stack(scan=True)
+    variables = loop.init(jax.random.key(0), x_tokens)
+    assert set(variables["params"]) == {"layers_0", "layers_1", "layers_2"}
+    stacked = stack_layers(variables, jax.eval_shape(scanned.init, jax.random.key(0), x_tokens))
+    assert stacked["params"]["layers"]["Dense_0"]["kernel"].shape == (3, 16, 16)
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_allclose(
+            scanned.apply(stacked, x_tokens), loop.apply(variables, x_tokens), rtol=1e-5, atol=1e-6
+        )
+        grads = jax.grad(lambda v: loop.apply(v, x_tokens).sum())(variables)
+    # block 1 is switched off by its keep flag: its parameters get no gradient
+    assert not np.any(np.asarray(grads["params"]["layers_1"]["Dense_0"]["kernel"]))
+    assert np.any(np.asarray(grads["params"]["layers_2"]["Dense_0"]["kernel"]))
+
+
+def test_depthwise_conv_rejects_channels_that_do_not_divide_features():
+    with pytest.raises(ValueError, match=r"features=6.*\(2, 5, 5, 4\)"):
+        DepthwiseConv(6, 3).init(jax.random.key(0), jnp.zeros((2, 5, 5, 4)))
+
+
+def test_convolutions_lower_to_the_platform_s_path():
+    """The CPU-tuned lowering is chosen by the platform the program is compiled for."""
+    x = jnp.zeros((1, 6, 6, 4))
+    conv = DepthwiseConv(4, 3, padding=1)
+    variables = conv.init(jax.random.key(0), x)
+    hlo = jax.jit(conv.apply).lower(variables, x).as_text()
+    assert ("feature_group_count" in hlo) == (jax.default_backend() != "cpu")

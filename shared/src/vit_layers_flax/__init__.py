@@ -1,9 +1,10 @@
 """vit-layers-flax: the layers the vit-flax model packages share.
 
-Patch embedding, pre-norm attention and feed-forward blocks, the transformer stack,
-channel LayerNorm, torch-compatible BatchNorm, sin-cos position embedding, depthwise/PEG convolutions, stochastic
-layer dropping, input validation and the vit-pytorch weight-conversion helpers. The
-contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
+Patch and token embeddings, pre-norm attention and feed-forward blocks, the one block-stacking
+primitive (:func:`apply_blocks`) and the transformer built on it, torch-compatible norms,
+convolutions with CPU-tuned lowerings, input validation and the vit-pytorch weight-conversion
+helpers. The conventions every model follows are written once, in this package's README.
+The contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
 """
 
 from importlib.metadata import version
@@ -11,7 +12,7 @@ from importlib.metadata import version
 from vit_layers_flax.activation import gelu
 from vit_layers_flax.attention import (
     Attention,
-    SoftmaxAttention,
+    DotProductAttention,
     apply_attention,
     attention_weights,
     split_qkv,
@@ -22,24 +23,32 @@ from vit_layers_flax.conversion import (
     ConversionError,
     StateDict,
     attention_params,
+    classifier_head_params,
+    conv_feed_forward_params,
     feed_forward_params,
-    finalize,
-    mlp_head_params,
+    model_variables,
     patch_embedding_params,
     stack_layers,
     transformer_params,
 )
-from vit_layers_flax.convolution import PEG, Conv, DepthwiseConv, depthwise_conv
+from vit_layers_flax.convolution import PEG, Conv, DepthwiseConv
 from vit_layers_flax.dense import Dense
 from vit_layers_flax.feed_forward import FeedForward
-from vit_layers_flax.head import MlpHead
-from vit_layers_flax.layer_drop import layer_keep_mask
-from vit_layers_flax.layer_norm import ChanLayerNorm, LayerNorm, layer_norm
+from vit_layers_flax.head import ClassifierHead
+from vit_layers_flax.layer_norm import LayerNorm, layer_norm
 from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
-from vit_layers_flax.position_embedding import posemb_sincos_2d
+from vit_layers_flax.position_embedding import TokenEmbedding, pool_tokens, posemb_sincos_2d
 from vit_layers_flax.transformer import Transformer, TransformerBlock, apply_blocks
-from vit_layers_flax.unfold import unfold, unfold_output_size
-from vit_layers_flax.validation import cast_tuple, check_config, check_images, check_stage_size, pair
+from vit_layers_flax.unfold import unfold
+from vit_layers_flax.validation import (
+    InputSizes,
+    cast_tuple,
+    check_config,
+    check_images,
+    check_stage_size,
+    conv_output_size,
+    pair,
+)
 from vit_layers_flax.windows import merge_windows, partition_windows
 
 __version__ = version("vit-layers-flax")
@@ -48,17 +57,18 @@ __all__ = [
     "PEG",
     "Attention",
     "BatchNorm",
-    "ChanLayerNorm",
+    "ClassifierHead",
     "Conv",
     "ConversionError",
     "Dense",
     "DepthwiseConv",
+    "DotProductAttention",
     "FeedForward",
+    "InputSizes",
     "LayerNorm",
-    "MlpHead",
     "PatchEmbedding",
-    "SoftmaxAttention",
     "StateDict",
+    "TokenEmbedding",
     "Transformer",
     "TransformerBlock",
     "apply_attention",
@@ -69,23 +79,23 @@ __all__ = [
     "check_config",
     "check_images",
     "check_stage_size",
-    "depthwise_conv",
+    "classifier_head_params",
+    "conv_feed_forward_params",
+    "conv_output_size",
     "feed_forward_params",
-    "finalize",
     "gelu",
-    "layer_keep_mask",
     "layer_norm",
     "load_torch_state_dict",
     "merge_windows",
-    "mlp_head_params",
+    "model_variables",
     "pair",
     "partition_windows",
     "patch_embedding_params",
     "patchify",
+    "pool_tokens",
     "posemb_sincos_2d",
     "split_qkv",
     "stack_layers",
     "transformer_params",
     "unfold",
-    "unfold_output_size",
 ]

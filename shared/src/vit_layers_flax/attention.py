@@ -44,7 +44,7 @@ def split_qkv(qkv: Array, heads: int) -> tuple[Array, Array, Array]:
     return q, k, v
 
 
-class SoftmaxAttention(nn.Module):
+class DotProductAttention(nn.Module):
     """Scaled dot-product softmax attention with dropout on the weights; no parameters.
 
     ``q: (batch, q_len, heads, dim_key)``, ``k: (batch, kv_len, heads, dim_key)``,
@@ -82,7 +82,7 @@ class Attention(nn.Module):
 
     Parameters mirror the reference: ``norm``, ``to_qkv`` (no bias) and ``to_out``.
     ``to_out`` is absent when ``heads == 1 and dim_head == dim`` unless
-    ``project_out`` says otherwise. The attention itself is :class:`SoftmaxAttention`
+    ``project_out`` says otherwise. The attention itself is :class:`DotProductAttention`
     (:func:`jax.nn.dot_product_attention` with ``implementation``, or the explicit weights
     when training with attention dropout).
     """
@@ -111,7 +111,9 @@ class Attention(nn.Module):
         x = LayerNorm(name="norm", **dense)(x)
         qkv = Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
         q, k, v = split_qkv(qkv, self.heads)
-        out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, bias, train=train)
+        out = DotProductAttention(self.dropout, self.implementation, name="attend")(
+            q, k, v, bias, train=train
+        )
         out = rearrange(out, "b n h d -> b n (h d)")
         if not self.projects_out:
             return out

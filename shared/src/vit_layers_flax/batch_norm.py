@@ -23,7 +23,8 @@ class BatchNorm(nn.Module):
     number of values per channel). :class:`flax.linen.BatchNorm` updates it with the
     biased variance, which drifts from torch's running statistics by ``1 / (n - 1)``
     (1.6 % on an 8 x 8 map with batch 1). Statistics and normalisation run in float32
-    whatever ``dtype`` is; the result is cast to ``dtype`` (default: the input's). Training
+    whatever ``dtype`` is; the result is cast to ``dtype`` (default: the promoted dtype of
+    the input and the parameters, as every layer here). Training
     on a single value per channel raises a ``ValueError`` at trace time, as torch does.
     """
 
@@ -42,7 +43,7 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
 
-        dtype = self.dtype or x.dtype
+        dtype = nn.dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
         x32 = x.astype(jnp.promote_types(dtype, jnp.float32))
         axes = tuple(range(x.ndim - 1))
         if train:

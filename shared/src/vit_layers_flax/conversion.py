@@ -2,7 +2,7 @@
 
 A package's ``from_vit_pytorch`` reads the reference's keys through a
 :class:`StateDict`, builds the nested variables dict with the small per-layer helpers
-below, and hands it to :func:`finalize`, which checks it against the module's own
+below, and hands it to :func:`model_variables`, which checks it against the module's own
 variable shapes and reports every missing, unexpected or mis-shaped entry at once.
 Torch is never imported: tensors are turned into numpy through their own methods.
 """
@@ -80,8 +80,10 @@ class StateDict:
         return {"scale": self[_join(prefix, "weight")], "bias": self[_join(prefix, "bias")]}
 
     def chan_layer_norm(self, prefix: str) -> dict[str, np.ndarray]:
-        """The reference's channel LayerNorm ``g``/``b`` ``(1, C, 1, 1)`` -> ``(C,)``."""
-        return {"g": self[_join(prefix, "g")].reshape(-1), "b": self[_join(prefix, "b")].reshape(-1)}
+        """The reference's channel LayerNorm ``g``/``b`` ``(1, C, 1, 1)`` -> a
+        :class:`~vit_layers_flax.LayerNorm`'s ``scale``/``bias`` (the same normalisation, on
+        the last axis of NHWC)."""
+        return {"scale": self[_join(prefix, "g")].reshape(-1), "bias": self[_join(prefix, "b")].reshape(-1)}
 
     def _conv_weight(self, prefix: str, pointwise: bool = False) -> np.ndarray:
         key = _join(prefix, "weight")
@@ -104,12 +106,6 @@ class StateDict:
         if bias:
             out["bias"] = self[_join(prefix, "bias")]
         return out
-
-    def chan_layer_norm_as_layer_norm(self, prefix: str) -> dict[str, np.ndarray]:
-        """The reference's channel LayerNorm ``g``/``b`` -> a :class:`~vit_layers_flax.LayerNorm`'s
-        ``scale``/``bias`` (the same normalisation, on the last axis of NHWC)."""
-        norm = self.chan_layer_norm(prefix)
-        return {"scale": norm["g"], "bias": norm["b"]}
 
     def batch_norm(self, prefix: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """``nn.BatchNorm*`` -> (``params`` {scale, bias}, ``batch_stats`` {mean, var})."""
@@ -157,6 +153,17 @@ def feed_forward_params(sd: StateDict, prefix: str, *, fc2_index: int = 4) -> di
     }
 
 
+def conv_feed_forward_params(sd: StateDict, prefix: str, *, fc2_index: int = 4) -> dict[str, Any]:
+    """The reference's convolutional ``FeedForward`` (``Sequential`` of channel LayerNorm, 1x1
+    conv, GELU, [Dropout,] 1x1 conv) -> :class:`~vit_layers_flax.FeedForward` params (its
+    ``Dense`` layers on the channel axis are those 1x1 convolutions)."""
+    return {
+        "norm": sd.chan_layer_norm(_join(prefix, "0")),
+        "fc1": sd.pointwise(_join(prefix, "1")),
+        "fc2": sd.pointwise(_join(prefix, str(fc2_index))),
+    }
+
+
 def transformer_params(
     sd: StateDict,
     prefix: str,
@@ -181,8 +188,8 @@ def transformer_params(
     return params
 
 
-def mlp_head_params(sd: StateDict, prefix: str = "mlp_head") -> dict[str, Any]:
-    """The reference's ``Sequential(LayerNorm, Linear)`` head -> :class:`~vit_layers_flax.MlpHead` params."""
+def classifier_head_params(sd: StateDict, prefix: str = "mlp_head") -> dict[str, Any]:
+    """The reference's ``Sequential(LayerNorm, Linear)`` head -> :class:`~vit_layers_flax.ClassifierHead` params."""
     return {"norm": sd.layer_norm(_join(prefix, "0")), "fc": sd.linear(_join(prefix, "1"))}
 
 
@@ -200,7 +207,7 @@ def stack_layers(variables: Mapping[str, Any], like: Mapping[str, Any]) -> dict[
 
     Everything else is kept as it is, so variables already in ``like``'s layout pass
     through unchanged. Stacks nest (a scanned block that itself scans its layers): the
-    outer stack's axis comes first. The converters call this through :func:`finalize`; call it
+    outer stack's axis comes first. The converters call this through :func:`model_variables`; call it
     yourself to move variables of a model without ``scan`` into one with it.
     """
     if not isinstance(variables, Mapping) or not isinstance(like, Mapping):
@@ -230,7 +237,7 @@ def stack_layers(variables: Mapping[str, Any], like: Mapping[str, Any]) -> dict[
     return out
 
 
-def finalize(
+def model_variables(
     sd: StateDict,
     variables: Mapping[str, Any],
     model: nn.Module,

@@ -1,9 +1,10 @@
-"""Convolutions written for XLA's CPU backend (dense and depthwise) and the positional encoding
+"""Convolutions (dense and depthwise) with CPU-tuned lowerings, and the positional encoding
 generator (PEG), NHWC."""
 
 from __future__ import annotations
 
 import functools
+import os
 
 import flax.linen as nn
 import jax
@@ -11,47 +12,53 @@ import jax.numpy as jnp
 from jax import lax
 
 from vit_layers_flax.typing import Array, Dtype
-from vit_layers_flax.validation import pair
+from vit_layers_flax.validation import conv_output_size, pair
+
+#: The CPU-tuned convolutions are used when a program is lowered for the CPU; set the
+#: environment variable ``VIT_LAYERS_FLAX_CPU_CONVOLUTIONS=xla`` before importing to use
+#: XLA's convolutions there too (the same function either way; see docs/design.md).
+CPU_TUNED = os.environ.get("VIT_LAYERS_FLAX_CPU_CONVOLUTIONS", "tuned") != "xla"
+
+
+def _on_platform(cpu, default, *operands: Array) -> Array:
+    """``cpu(*operands)`` in a program lowered for the CPU, ``default(*operands)`` elsewhere:
+    chosen by the platform the computation is compiled for, not by process state."""
+    if not CPU_TUNED:
+        return default(*operands)
+    return lax.platform_dependent(*operands, cpu=cpu, default=default)
 
 
 class Conv(nn.Module):
     """torch's ``Conv2d(dim_in, features, k, stride, padding)`` on NHWC maps, with ``nn.Conv``'s
-    parameters: ``kernel`` ``(kh, kw, dim_in, features)`` (convert torch's with
-    ``StateDict.conv2d``) and ``bias``; the same initial values as ``nn.Conv``.
+    fields and parameters (``kernel`` ``(kh, kw, dim_in, features)``, ``bias``) and initial values.
 
-    ``(batch, H, W, dim_in) -> (batch, H', W', features)``, ``H' = (H + 2 ph - kh) // sh + 1``.
-    On the CPU the ``kh * kw`` strided slices of the padded map are concatenated into
-    ``(batch * H' * W', kh * kw * dim_in)`` patches and multiplied by the kernel as one 2-D
-    matrix; the kernel gradient is those patches, transposed, times the output gradient,
-    and the input gradient XLA's. XLA's CPU convolution, above all its kernel gradient,
-    is the slower way: LeViT's small train step (whose stem is four 3 x 3 stride-2
-    convolutions) runs in 89 instead of 117 ms. The patches take ``kh * kw / (sh * sw)``
-    times the input's memory, so this suits small kernels. On other backends it is
-    ``lax.conv_general_dilated``. A convolution whose windows do not overlap (kernel no
-    larger than the stride, no padding: a patchify or a 1 x 1 convolution) is, on every
-    backend, its windows reshaped into rows times the kernel as one 2-D matrix product
-    (as :class:`Dense`), gradients included.
+    ``padding`` is explicit and symmetric. Windows that do not overlap (kernel no larger than
+    the stride, no padding) are one 2-D product on every platform; otherwise the CPU uses
+    patches times the kernel, other platforms ``lax.conv_general_dilated``.
     """
 
     features: int
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
+    kernel_size: int | tuple[int, int]
+    strides: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] = 0
     use_bias: bool = True
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), strides, padding = pair(self.kernel_size), pair(self.strides), pair(self.padding)
         kernel, bias = _kernel_and_bias(self, (kh, kw, x.shape[-1], self.features))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if kh <= sh and kw <= sw and (ph, pw) == (0, 0):
-            y = _disjoint_windows_conv(x, kernel, (sh, sw))
-        elif jax.default_backend() == "cpu":
-            y = _patch_conv(x, kernel, (sh, sw), (ph, pw))
+        if kh <= strides[0] and kw <= strides[1] and padding == (0, 0):
+            y = _disjoint_windows_conv(x, kernel, strides)
         else:
-            y = _xla_conv(x, kernel, (sh, sw), (ph, pw))
+            y = _on_platform(
+                lambda x, k: _patch_conv(x, k, strides, padding),
+                lambda x, k: _xla_conv(x, k, strides, padding),
+                x,
+                kernel,
+            )
         return y if bias is None else y + bias
 
 
@@ -71,7 +78,7 @@ def _disjoint_windows_conv(x: Array, kernel: Array, stride: tuple[int, int]) -> 
     whose gradients are 2-D products too."""
     (kh, kw), (sh, sw) = kernel.shape[:2], stride
     batch, height, width, channels = x.shape
-    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
+    out_h, out_w = conv_output_size(height, kh, sh), conv_output_size(width, kw, sw)
     # rows and columns past the last window are never read; a last window's stride
     # overhang beyond the map is padded so that every window is one (sh, sw) block
     x = x[:, : out_h * sh, : out_w * sw]
@@ -110,8 +117,7 @@ def _patch_conv(x: Array, kernel: Array, stride: tuple[int, int], padding: tuple
 def _patch_conv_fwd(x, kernel, stride, padding):
     patches = _patches(x, kernel.shape, stride, padding)
     y = patches @ kernel.reshape(-1, kernel.shape[-1])
-    (kh, kw), (sh, sw), (ph, pw) = kernel.shape[:2], stride, padding
-    out_h, out_w = (x.shape[1] + 2 * ph - kh) // sh + 1, (x.shape[2] + 2 * pw - kw) // sw + 1
+    out_h, out_w = (conv_output_size(x.shape[i + 1], kernel.shape[i], stride[i], padding[i]) for i in (0, 1))
     return y.reshape(x.shape[0], out_h, out_w, kernel.shape[-1]), (x, kernel, patches)
 
 
@@ -133,7 +139,7 @@ def _windows(
     slice ``(i, j)`` is ``(batch, H', W', C)``, the pixels kernel tap ``(i, j)`` reads."""
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     batch, height, width, channels = x.shape
-    out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+    out_h, out_w = conv_output_size(height, kh, sh, ph), conv_output_size(width, kw, sw, pw)
     padded = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     return [
         lax.slice(
@@ -148,46 +154,46 @@ def _windows(
 
 
 class DepthwiseConv(nn.Module):
-    """torch's ``Conv2d(dim_in, dim_out, k, stride, padding, groups=dim_in)`` on NHWC maps.
+    """torch's ``Conv2d(dim_in, features, k, stride, padding, groups=dim_in)`` on NHWC maps.
 
-    ``(batch, H, W, dim_in) -> (batch, H', W', dim_out)``, ``H' = (H + 2 ph - kh) // sh + 1``;
-    output channel ``o`` reads input channel ``o // (dim_out // dim_in)``, as torch's
-    groups do. Parameters are ``nn.Conv``'s: ``kernel`` ``(kh, kw, 1, dim_out)`` (torch's
-    ``(dim_out, 1, kh, kw)``; convert it with ``StateDict.conv2d``) and ``bias``.
-
-    On the CPU the convolution is computed as a sum of ``kh * kw`` strided slices of the
-    padded map, each scaled per channel, accumulated in at least float32: XLA fuses that
-    into one loop, and its gradient into pads and reductions, where its grouped
-    convolution (and above all that convolution's gradient) runs several times slower. On
-    other backends it is ``lax.conv_general_dilated`` with ``feature_group_count``.
+    Output channel ``o`` reads input channel ``o // (features // dim_in)``, as torch's groups
+    do; ``features`` must be a multiple of the input's channels. Parameters are
+    ``nn.Conv``'s: ``kernel`` ``(kh, kw, 1, features)`` and ``bias``. On the CPU it is a sum
+    of ``kh * kw`` shifted slices scaled per channel, elsewhere a grouped XLA convolution.
     """
 
-    dim_in: int
-    dim_out: int
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
+    features: int
+    kernel_size: int | tuple[int, int]
+    strides: int | tuple[int, int] = 1
+    padding: int | tuple[int, int] = 0
     use_bias: bool = True
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kh, kw = self.kernel_size
-        kernel, bias = _kernel_and_bias(self, (kh, kw, 1, self.dim_out))
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        (ph, pw), (sh, sw) = self.padding, self.stride
-        if jax.default_backend() == "cpu":
-            y = _shifted_sum(x, kernel, self.dim_out // self.dim_in, (sh, sw), (ph, pw))
-        else:
-            y = lax.conv_general_dilated(
-                x,
-                kernel,
-                window_strides=(sh, sw),
-                padding=((ph, ph), (pw, pw)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                feature_group_count=self.dim_in,
+        dim_in = x.shape[-1]
+        if self.features % dim_in:
+            raise ValueError(
+                f"DepthwiseConv: expected input channels that divide features={self.features}, "
+                f"received input of shape {tuple(x.shape)}"
             )
+        (kh, kw), strides, padding = pair(self.kernel_size), pair(self.strides), pair(self.padding)
+        kernel, bias = _kernel_and_bias(self, (kh, kw, 1, self.features))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = _on_platform(
+            lambda x, k: _shifted_sum(x, k, self.features // dim_in, strides, padding),
+            lambda x, k: lax.conv_general_dilated(
+                x,
+                k,
+                window_strides=strides,
+                padding=tuple((p, p) for p in padding),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=dim_in,
+            ),
+            x,
+            kernel,
+        )
         return y if bias is None else y + bias
 
 
@@ -205,37 +211,6 @@ def _shifted_sum(
     return y.astype(x.dtype)
 
 
-def depthwise_conv(
-    dim_in: int,
-    dim_out: int,
-    kernel_size: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    use_bias: bool = True,
-    dtype: Dtype | None = None,
-    param_dtype: Dtype = jnp.float32,
-    name: str | None = None,
-) -> DepthwiseConv:
-    """torch's ``Conv2d(dim_in, dim_out, k, stride, padding, groups=dim_in)``: a
-    :class:`DepthwiseConv`. ``dim_out`` must be a multiple of ``dim_in``; padding is
-    explicit and symmetric, never ``'SAME'``.
-    """
-    if dim_out % dim_in:
-        raise ValueError(f"depthwise conv: dim_out {dim_out} must be a multiple of dim_in {dim_in}")
-    return DepthwiseConv(
-        dim_in,
-        dim_out,
-        kernel_size=pair(kernel_size),
-        stride=pair(stride),
-        padding=pair(padding),
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=name,
-    )
-
-
 class PEG(nn.Module):
     """Positional encoding generator: ``x + depthwise_conv(k, padding=k // 2)(x)``.
 
@@ -249,10 +224,8 @@ class PEG(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        dim = x.shape[-1]
-        proj = depthwise_conv(
-            dim,
-            dim,
+        proj = DepthwiseConv(
+            x.shape[-1],
             self.kernel_size,
             padding=self.kernel_size // 2,
             dtype=self.dtype,

@@ -5,16 +5,17 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_layers_flax.dense import Dense
 from vit_layers_flax.layer_norm import LayerNorm
 from vit_layers_flax.typing import Array, Dtype
 
 
-class MlpHead(nn.Module):
+class ClassifierHead(nn.Module):
     """``LayerNorm -> Dense(num_classes)``: ``(batch, dim) -> (batch, num_classes)``.
 
     The reference's ``mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim,
     num_classes))``; parameters ``norm`` (``mlp_head.0``) and ``fc`` (``mlp_head.1``),
-    converted by :func:`vit_layers_flax.mlp_head_params`.
+    converted by :func:`vit_layers_flax.classifier_head_params`.
     """
 
     num_classes: int
@@ -25,4 +26,4 @@ class MlpHead(nn.Module):
     def __call__(self, x: Array) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(name="norm", **dtypes)(x)
-        return nn.Dense(self.num_classes, name="fc", **dtypes)(x)
+        return Dense(self.num_classes, name="fc", **dtypes)(x)

@@ -72,25 +72,3 @@ class LayerNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (dim,), self.param_dtype)
         dtype = flax_dtypes.canonicalize_dtype(x, scale, bias, dtype=self.dtype)
         return layer_norm(x, scale, bias, self.epsilon).astype(dtype)
-
-
-class ChanLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of an NHWC feature map (the conv models' ``LayerNorm``).
-
-    ``(batch, height, width, channels) -> (batch, height, width, channels)``.
-
-    The reference normalises axis 1 of NCHW with params ``g``, ``b`` of shape
-    ``(1, C, 1, 1)``; here they are ``(C,)`` on the last axis. Statistics are computed in
-    float32 whatever ``dtype`` is.
-    """
-
-    eps: float = 1e-5
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        dim = x.shape[-1]
-        g = self.param("g", nn.initializers.ones, (dim,), self.param_dtype)
-        b = self.param("b", nn.initializers.zeros, (dim,), self.param_dtype)
-        return layer_norm(x, g, b, self.eps).astype(self.dtype or x.dtype)

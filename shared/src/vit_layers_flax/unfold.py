@@ -7,17 +7,12 @@ import numpy as np
 from einops import rearrange
 
 from vit_layers_flax.typing import Array
-from vit_layers_flax.validation import pair
-
-
-def unfold_output_size(size: int, kernel_size: int, stride: int, padding: int = 0) -> int:
-    """The number of patch positions along one axis (the reference's ``conv_output_size``)."""
-    return (size + 2 * padding - kernel_size) // stride + 1
+from vit_layers_flax.validation import conv_output_size, pair
 
 
 def _window_indices(size: int, kernel_size: int, stride: int) -> np.ndarray:
     """``(positions, kernel_size)`` indices ``position * stride + offset`` along one axis."""
-    positions = unfold_output_size(size, kernel_size, stride)
+    positions = conv_output_size(size, kernel_size, stride)
     return np.arange(positions)[:, None] * stride + np.arange(kernel_size)[None, :]
 
 

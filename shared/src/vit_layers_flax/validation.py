@@ -7,6 +7,7 @@ time (under ``jax.jit``, ``jax.eval_shape`` or ``init``) and cost nothing at run
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -29,6 +30,34 @@ def cast_tuple(value: T | Sequence[T], length: int) -> tuple[T, ...]:
             raise ValueError(f"expected {length} values, received {len(value)}: {value!r}")
         return tuple(value)
     return (value,) * length
+
+
+def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
+    """The output length of a convolution (or unfold, or pooling) along one axis, as torch's:
+    ``(size + 2 * padding - kernel_size) // stride + 1``."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSizes:
+    """The image heights (and, independently, widths) a model configuration accepts:
+    ``minimum``, ``minimum + step``, ``minimum + 2 * step`` ... (``step == 0``: ``minimum`` only).
+
+    Every model's ``input_sizes()`` returns one; ``smallest`` is a valid square side for
+    shape-only work (conversion, ``jax.eval_shape``), since no parameter depends on the size.
+    """
+
+    minimum: int
+    step: int = 0
+
+    def __contains__(self, size: object) -> bool:
+        if not isinstance(size, int) or size < self.minimum:
+            return False
+        return size == self.minimum if self.step == 0 else (size - self.minimum) % self.step == 0
+
+    @property
+    def smallest(self) -> int:
+        return self.minimum
 
 
 def check_config(condition: bool, message: str) -> None:

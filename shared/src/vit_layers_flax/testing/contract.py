@@ -52,8 +52,8 @@ class ModelCase:
         ``None`` means ``(batch, kwargs['num_classes'])``.
       bad_spatial: ``(height, width)`` sizes the model must reject; ``None`` means
         ``[(H + 1, W)]``.
-      seed_config: the seed's full-size configuration: only parity and the parameter
-        count run on it (the other checks run on the small cases).
+      readme_config: the package README's full-size configuration: only parity and the
+        parameter count run on it (the other checks run on the small cases).
       feature_shapes: for backbones whose ``__call__`` takes ``return_features``, the NHWC
         shapes of the per-stage feature maps it returns (required on every small case).
     """
@@ -64,7 +64,7 @@ class ModelCase:
     reference_kwargs: Mapping[str, Any] | None = None
     output_shape: Any = None
     bad_spatial: Sequence[tuple[int, int]] | None = None
-    seed_config: bool = False
+    readme_config: bool = False
     feature_shapes: Sequence[tuple[int, int, int, int]] | None = None
 
     @property
@@ -203,11 +203,23 @@ def _same(a, b) -> bool:
     )
 
 
+def _skip(cls: type, name: str, reason: str) -> None:
+    """Replace the inherited test ``name`` on ``cls`` by one that reports itself skipped."""
+    marks = getattr(getattr(cls, name), "pytestmark", [])
+
+    def skipped(self):
+        pytest.skip(reason)
+
+    skipped.pytestmark = list(marks)
+    setattr(cls, name, skipped)
+
+
 class ContractSuite:
     """Subclass with ``model_cls``, ``convert``, ``reference`` and ``cases`` set.
 
-    ``cases`` must hold the seed configuration (``seed_config=True``: parity and the
-    parameter count only) and small configurations (the whole contract).
+    ``cases`` must hold the README configuration (``readme_config=True``: parity and the
+    parameter count only) and small configurations (the whole contract). Tests that do not
+    apply to a model are reported as skipped, with the reason.
     """
 
     model_cls: ClassVar[type]
@@ -232,28 +244,42 @@ class ContractSuite:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.cases:
-            small = [c for c in cls.cases if not c.seed_config]
-            assert small, f"{cls.__name__} needs small cases besides the seed configuration"
-            assert any(c.seed_config for c in cls.cases), f"{cls.__name__} needs its seed configuration"
+            small = [c for c in cls.cases if not c.readme_config]
+            assert small, f"{cls.__name__} needs small cases besides the README configuration"
+            assert any(c.readme_config for c in cls.cases), f"{cls.__name__} needs its README configuration"
             cls.case = _case_fixture(small)
             cls.eager_case = _case_fixture(small[:1])
             cls.parity_case = _case_fixture(cls.cases)
             fields = {f.name for f in dataclasses.fields(cls.model_cls)}
-            if "remat" not in fields:  # a layer without blocks
-                cls.test_remat_leaves_outputs_and_gradients_unchanged = None
-            if "scan" not in fields:  # no homogeneous block stack
-                cls.test_scan_leaves_outputs_unchanged = None
-                cls.test_converter_builds_the_scanned_layout = None
-            if "attention_implementation" not in fields:  # attention that the fused kernel cannot express
-                cls.test_attention_implementation_reaches_dot_product_attention = None
+            if "remat" not in fields:
+                _skip(
+                    cls,
+                    "test_remat_leaves_outputs_and_gradients_unchanged",
+                    "the model has no block stack to remat",
+                )
+            if "scan" not in fields:
+                reason = "the model has no stack of identical blocks to scan"
+                _skip(cls, "test_scan_leaves_outputs_unchanged", reason)
+                _skip(cls, "test_converter_builds_the_scanned_layout", reason)
+            if "attention_implementation" not in fields:
+                _skip(
+                    cls,
+                    "test_attention_implementation_reaches_dot_product_attention",
+                    "the model's attention is one the fused kernel cannot express",
+                )
             if "return_features" in inspect.signature(cls.model_cls.__call__).parameters:
                 missing = [c.id for c in small if c.feature_shapes is None]
                 assert not missing, f"{cls.__name__}: cases {missing} need feature_shapes"
             else:
-                cls.test_return_features_gives_one_nhwc_map_per_stage = None
-            if cls.readme is None:  # e.g. a second suite in one file, for a standalone layer
-                cls.test_readme_usage_runs_as_written = None
-                cls.test_readme_weight_loading_runs_as_written = None
+                _skip(
+                    cls,
+                    "test_return_features_gives_one_nhwc_map_per_stage",
+                    "the model returns no feature maps",
+                )
+            if cls.readme is None:
+                reason = "this suite has no README (a second suite in one file, for a standalone layer)"
+                _skip(cls, "test_readme_usage_runs_as_written", reason)
+                _skip(cls, "test_readme_weight_loading_runs_as_written", reason)
 
     @classmethod
     def build(cls, case: ModelCase, **overrides):
