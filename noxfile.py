@@ -17,7 +17,6 @@ Sessions (``nox -l`` lists them all; plain ``nox`` runs the CPU check that CI ru
 * ``min_versions(<dist>)``       the JAX tests against the oldest declared jax/flax
 * ``demo``                       the main job: examples/train.py trains the default architecture
 * ``examples``                   the training program's tests
-* ``usage``                      every package's README usage example, all packages together
 * ``bench(<backend>)``           every architecture against vit-pytorch (``benchmarks/``)
 
 The torch used by ``suite`` and ``parity`` is ``torch==2.13.0``; where pip is configured with a
@@ -145,18 +144,7 @@ def tests(session: nox.Session, dist: str, backend: str) -> None:
     """A distribution's JAX tests (everything but parity) on one backend."""
     jax_requirement, platform = BACKENDS[backend]
     _install_dist(session, dist, jax_requirement)
-    session.run(
-        "pytest",
-        _tests_dir(dist),
-        "-m",
-        "not parity",
-        "-p",
-        "no:cacheprovider",
-        # one process owns an accelerator; CPU tests run on every core
-        *(CPU_WORKERS if backend == "cpu" else []),
-        *session.posargs,
-        env=_jax_env(platform),
-    )
+    _pytest(session, _tests_dir(dist), "-m", "not parity", platform=platform)
 
 
 @nox.session
@@ -166,7 +154,7 @@ def parity(session: nox.Session, dist: str) -> None:
     env = _pip_find_links()
     _install_dist(session, dist, TORCH, "einops", env=env)
     _install_reference(session, env)
-    _run_with_parity_report(session, _tests_dir(dist), "-m", "parity", *CPU_WORKERS, *session.posargs)
+    _pytest(session, _tests_dir(dist), "-m", "parity")
 
 
 @nox.session(tags=["ci"])
@@ -192,7 +180,7 @@ def suite(session: nox.Session) -> None:
         str(ROOT / "benchmarks" / "tests"),
         str(ROOT / ".github" / "scripts"),
     ]
-    _run_with_parity_report(session, *tests, *CPU_WORKERS, "--durations=25", *session.posargs)
+    _pytest(session, *tests, "--durations=25")
 
 
 def _install_reference(session: nox.Session, env: dict[str, str]) -> None:
@@ -201,8 +189,10 @@ def _install_reference(session: nox.Session, env: dict[str, str]) -> None:
     session.install("--no-deps", REFERENCE, env=env)
 
 
-def _run_with_parity_report(session: nox.Session, *args: str) -> None:
-    """pytest on the CPU, then each parity case's relative error in the log."""
+def _pytest(session: nox.Session, *args: str, platform: str = "cpu") -> None:
+    """The one pytest invocation of every test session: on the CPU one worker per core (up
+    to four; one process owns an accelerator), the session's arguments last, then each
+    parity case's relative error in the log."""
     report = Path(session.create_tmp()).resolve() / "parity.jsonl"
     report.unlink(missing_ok=True)
     session.run(
@@ -210,21 +200,19 @@ def _run_with_parity_report(session: nox.Session, *args: str) -> None:
         *args,
         "-p",
         "no:cacheprovider",
-        env=_jax_env(VIT_FLAX_PARITY_REPORT=str(report)),
+        *(CPU_WORKERS if platform == "cpu" else []),
+        *session.posargs,
+        env=_jax_env(platform, VIT_FLAX_PARITY_REPORT=str(report)),
     )
     if report.exists():
-        records = [json.loads(line) for line in report.read_text().splitlines()]
-        for record in records:
+        for line in report.read_text().splitlines():
+            record = json.loads(line)
             session.log(f"parity {record['case']}: relative error {record['relative_error']:.2e}")
 
 
-def _usage_script(readme: Path) -> str:
-    blocks = re.findall(r"^```python\n(.*?)^```", readme.read_text(encoding="utf-8"), re.S | re.M)
-    if not blocks:
-        raise RuntimeError(f"{readme} has no ```python usage block")
-    return "\n".join(
-        f"exec(compile({b!r}, {str(readme)!r}, 'exec'), {{'__name__': '__readme__'}})" for b in blocks
-    )
+#: the README runner of the contract suite, embedded as source in ``build``'s check script
+#: (the wheel is installed without the ``testing`` extra, so it cannot be imported there)
+README_RUNNER = ROOT / "shared" / "src" / "vit_layers_flax" / "testing" / "readme.py"
 
 
 @nox.session(tags=["ci"])
@@ -304,8 +292,11 @@ def build(session: nox.Session, dist: str) -> None:
         )
         # and, for a model, its README usage, in the same process
         script = Path(clean) / "check.py"
-        usage = "" if dist == SHARED else _usage_script(DISTS[dist] / "README.md")
-        script.write_text(check + usage, encoding="utf-8")
+        runner, usage = "", ""
+        if dist != SHARED:  # (the runner's source first: it starts with a __future__ import)
+            runner = README_RUNNER.read_text(encoding="utf-8") + "\n"
+            usage = f"run_readme_usage({str(DISTS[dist] / 'README.md')!r})\n"
+        script.write_text(runner + check + usage, encoding="utf-8")
         with session.chdir(clean):
             session.run(str(python), "-I", str(script), external=True, env=_jax_env())
 
@@ -383,17 +374,7 @@ def min_versions(session: nox.Session, dist: str) -> None:
     _install_dist(session, dist)
     session.install(*MIN_VERSIONS)
     session.run("python", "-c", "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__)")
-    session.run(
-        "pytest",
-        _tests_dir(dist),
-        "-m",
-        "not parity",
-        "-p",
-        "no:cacheprovider",
-        *CPU_WORKERS,
-        *session.posargs,
-        env=_jax_env(),
-    )
+    _pytest(session, _tests_dir(dist), "-m", "not parity")
 
 
 def _install_examples(session: nox.Session, *extra: str, **kwargs) -> None:
@@ -420,19 +401,7 @@ def examples(session: nox.Session) -> None:
     eight simulated devices) and the benchmark runner's (every configuration builds; the
     JAX side runs and writes its JSON and table)."""
     _install_examples(session, "pytest>=8", "pytest-xdist>=3")
-    session.run(
-        "pytest",
-        str(ROOT / "examples" / "tests"),
-        str(ROOT / "benchmarks" / "tests"),
-        "-p",
-        "no:cacheprovider",
-        "-n",
-        "auto",
-        "--maxprocesses",
-        "4",
-        *session.posargs,
-        env=_jax_env(),
-    )
+    _pytest(session, str(ROOT / "examples" / "tests"), str(ROOT / "benchmarks" / "tests"))
 
 
 @nox.session
@@ -450,15 +419,3 @@ def bench(session: nox.Session, backend: str) -> None:
         *session.posargs,
         env={"JAX_PLATFORMS": BACKENDS[backend][1]},
     )
-
-
-@nox.session
-def usage(session: nox.Session) -> None:
-    """Every package's README usage example, with all packages installed together."""
-    session.install(*(str(path) for path in DISTS.values()))
-    for dist in MODELS:
-        session.log(f"{dist}: README usage")
-        with tempfile.TemporaryDirectory() as clean:
-            script = Path(clean) / "usage.py"
-            script.write_text(_usage_script(DISTS[dist] / "README.md"), encoding="utf-8")
-            session.run("python", str(script), env={"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "")})

@@ -3,14 +3,16 @@
     python examples/train.py                          # ViT on scikit-learn's digits
     python examples/train.py --arch cvt               # any of the 17 (see --help)
     python examples/train.py --data ~/flowers          # a folder with one subfolder per class
-    python examples/train.py --resume                 # continue the newest checkpoint
+    python examples/train.py --resume                 # continue the newest run of --arch
     python examples/train.py --dtype bfloat16         # bfloat16 compute, float32 parameters
 
-Every epoch is checkpointed with orbax under ``--workdir`` (default ``runs/<arch>``),
-evaluated on the held-out split, and drawn into ``learning_curve.png`` there. ``--resume``
-restores the step, parameters, optimizer state and history; the data order and dropout
-keys are functions of (seed, epoch, step), so a resumed run continues exactly as the
-uninterrupted one would have. The last line printed is ``test accuracy: 0.XXXX``.
+Each run gets its own folder, ``--workdir`` (default ``runs/<arch>-<date>-<time>``): every
+epoch is checkpointed there with orbax (``checkpoints/<epochs done>``), evaluated on the
+held-out split, and drawn into ``learning_curve.png``. ``--resume`` (with ``--workdir``, or
+alone for the newest run of ``--arch``) restores the step, parameters, optimizer state and
+history; data order and dropout keys are functions of (seed, epoch, step), so a resumed run
+continues exactly as the uninterrupted one would have. The last line printed is
+``test accuracy: 0.XXXX``.
 
 Devices: the step is jitted over a ``jax.sharding`` mesh of every device (the batch is
 split along the ``data`` axis, parameters and optimizer state are replicated), so the same
@@ -49,10 +51,9 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 #: The PRNG of the dropout keys. ``"rbg"`` draws dropout's random bits with XLA's
 #: ``RngBitGenerator``, one operation, where the default threefry hashes every element in
-#: twenty rounds of integer arithmetic: a dropout-heavy train step compiles in about half
-#: the time on the CPU (PiT's seed configuration: 15 -> 8.5 s for the gradient) and runs no
-#: slower. Its bits may differ between backends and XLA versions; splits and ``fold_in``
-#: stay threefry's.
+#: twenty rounds of integer arithmetic, so a dropout-heavy train step compiles faster (see
+#: docs/benchmarks.md). Its bits may differ between backends and XLA versions; splits and
+#: ``fold_in`` stay threefry's.
 DROPOUT_PRNG = "rbg"
 
 
@@ -228,7 +229,8 @@ def evaluate(state: TrainState, steps: Steps, images, labels, batch_size: int) -
 
 
 class Checkpoints:
-    """Orbax checkpoints of the train state and the metric history, one per epoch."""
+    """Orbax checkpoints of the train state and the metric history, one per epoch, each
+    numbered by the epochs done (``checkpoints/1`` after the first)."""
 
     def __init__(self, workdir: Path, keep: int = 3):
         import orbax.checkpoint as ocp
@@ -239,13 +241,14 @@ class Checkpoints:
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
 
-    def latest_epoch(self) -> int | None:
+    def epochs_done(self) -> int | None:
+        """The epochs the newest checkpoint has done, or ``None`` without one."""
         return self.manager.latest_step()
 
-    def save(self, epoch: int, state: TrainState, history: list[dict]) -> None:
+    def save(self, epochs_done: int, state: TrainState, history: list[dict]) -> None:
         ocp = self._ocp
         self.manager.save(
-            epoch,
+            epochs_done,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(serialization.to_state_dict(state)),
                 history=ocp.args.JsonSave(history),
@@ -253,15 +256,16 @@ class Checkpoints:
         )
         self.manager.wait_until_finished()
 
-    def restore(self, epoch: int, like: TrainState) -> tuple[TrainState, list[dict]]:
-        """The state saved at ``epoch``, with ``like``'s structure, dtypes and shardings."""
+    def restore(self, epochs_done: int, like: TrainState) -> tuple[TrainState, list[dict]]:
+        """The state saved after ``epochs_done`` epochs, with ``like``'s structure, dtypes and
+        shardings."""
         ocp = self._ocp
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
             serialization.to_state_dict(like),
         )
         restored = self.manager.restore(
-            epoch,
+            epochs_done,
             args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()),
         )
         return serialization.from_state_dict(like, restored["state"]), list(restored["history"])
@@ -276,6 +280,7 @@ def save_learning_curve(history: list[dict], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -286,6 +291,7 @@ def save_learning_curve(history: list[dict], path: Path, title: str) -> None:
     acc_ax.plot(epochs, [h["test_accuracy"] for h in history], label="test")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -307,12 +313,35 @@ def load_data(config: Config, recipe: Recipe) -> Dataset:
     return dataset.with_channels(recipe.input_channels(dataset.channels))
 
 
+def new_workdir(arch: str, root: Path = Path("runs")) -> Path:
+    """A folder of its own for a new run: ``runs/<arch>-<date>-<time>`` (``-2`` ... if taken)."""
+    stem = root / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    workdir, n = stem, 1
+    while workdir.exists():
+        n += 1
+        workdir = stem.with_name(f"{stem.name}-{n}")
+    return workdir
+
+
+def newest_workdir(arch: str, root: Path = Path("runs")) -> Path:
+    """The newest run of ``arch`` under ``root``, for ``--resume`` without ``--workdir``."""
+    runs = sorted(
+        (p for p in root.glob(f"{arch}-*") if (p / "run.json").exists()), key=lambda p: p.stat().st_mtime
+    )
+    if not runs:
+        raise SystemExit(f"--resume: no run of {arch} under {root}/ to resume (pass --workdir)")
+    return runs[-1]
+
+
 def _check_run_config(workdir: Path, config: Config, resume: bool) -> None:
     """Refuse to mix runs: a fresh run needs an empty workdir, a resumed one the same config."""
     saved_path = workdir / "run.json"
     if not resume:
         if (workdir / "checkpoints").exists() and any((workdir / "checkpoints").iterdir()):
-            raise SystemExit(f"{workdir} holds checkpoints: pass --resume, or choose another --workdir")
+            raise SystemExit(
+                f"{workdir} holds another run's checkpoints: add --resume to continue it, or leave out "
+                "--workdir to start a new run in a folder of its own"
+            )
         return
     if not saved_path.exists():
         raise SystemExit(f"--resume: no run to resume in {workdir} (no run.json)")
@@ -342,6 +371,7 @@ def train(
     recipe = RECIPES[config.arch]
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
+    data = load_data(config, recipe) if dataset is None else dataset  # input errors first
     _check_run_config(workdir, config, resume)
     workdir.mkdir(parents=True, exist_ok=True)
     if is_main and not resume:
@@ -353,7 +383,6 @@ def train(
             f"--batch-size {config.batch_size} must be a multiple of the {mesh.devices.size} devices "
             f"and {jax.process_count()} processes"
         )
-    data = load_data(config, recipe) if dataset is None else dataset
     if len(data.train_images) < config.batch_size:
         raise SystemExit(
             f"{len(data.train_images)} training images, fewer than one batch of {config.batch_size}"
@@ -369,9 +398,9 @@ def train(
     checkpoints = Checkpoints(workdir)
     history: list[dict] = []
     start_epoch = 0
-    if resume and (latest := checkpoints.latest_epoch()) is not None:
-        state, history = checkpoints.restore(latest, like=state)
-        start_epoch = latest + 1
+    if resume and (done := checkpoints.epochs_done()) is not None:
+        state, history = checkpoints.restore(done, like=state)
+        start_epoch = done
 
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -406,7 +435,7 @@ def train(
                 "seconds": time.perf_counter() - started,
             }
             history.append(record)
-            checkpoints.save(epoch, state, history)
+            checkpoints.save(epoch + 1, state, history)
             if is_main:
                 save_learning_curve(
                     history, workdir / "learning_curve.png", f"{config.arch} on {config.data or 'digits'}"
@@ -431,10 +460,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data", help="folder with one subfolder of images per class (default: digits)")
     parser.add_argument(
-        "--workdir", help="checkpoints, run.json and learning_curve.png (default runs/<arch>)"
+        "--workdir",
+        help="checkpoints, run.json and learning_curve.png (default: a new runs/<arch>-<date>-<time>)",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint in --workdir"
+        "--resume",
+        action="store_true",
+        help="continue the run in --workdir from its newest checkpoint (default: the newest run of --arch)",
     )
     parser.add_argument("--epochs", type=int, help="default: the architecture's recipe (configs.py)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
@@ -467,7 +499,10 @@ def main(argv: list[str] | None = None) -> float:
         dtype=args.dtype,
         test_fraction=args.test_fraction,
     )
-    workdir = Path(args.workdir or Path("runs") / args.arch)
+    if args.workdir is not None:
+        workdir = Path(args.workdir)
+    else:
+        workdir = newest_workdir(args.arch) if args.resume else new_workdir(args.arch)
     if jax.process_index() == 0:
         devices = jax.devices()
         print(
@@ -478,9 +513,15 @@ def main(argv: list[str] | None = None) -> float:
         result = train(config, workdir, resume=args.resume, progress=not args.no_progress)
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        again = f"python examples/train.py --arch {args.arch} --workdir {workdir} --resume"
+        raise SystemExit(
+            f"\ninterrupted; the last finished epoch is checkpointed. To continue: {again}"
+        ) from None
     if jax.process_index() == 0:
         print(
-            f"wall time: {time.perf_counter() - started:.1f} s; learning curve: {workdir / 'learning_curve.png'}"
+            f"wall time: {time.perf_counter() - started:.1f} s; run folder: {workdir} "
+            f"(learning_curve.png, checkpoints); run the command again for a new run"
         )
         print(f"test accuracy: {result['test_accuracy']:.4f}")
     return result["test_accuracy"]

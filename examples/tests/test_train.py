@@ -205,8 +205,8 @@ def test_checkpoint_restores_the_state_and_its_accuracy_exactly(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text())["arch"] == "vit"
 
     checkpoints = train.Checkpoints(tmp_path)
-    assert checkpoints.latest_epoch() == 0
-    restored, history = checkpoints.restore(0, like=result["state"])
+    assert checkpoints.epochs_done() == 1  # checkpoints count epochs as the log does
+    restored, history = checkpoints.restore(1, like=result["state"])
     checkpoints.close()
     assert history == result["history"]
     assert _same_leaves(restored, result["state"])
@@ -221,7 +221,7 @@ def test_resume_after_an_interruption_continues_exactly(tmp_path, arch):
 
     # an interrupted run: the same run, whose last epoch never reached its checkpoint
     shutil.copytree(tmp_path / "straight", tmp_path / "interrupted")
-    shutil.rmtree(tmp_path / "interrupted" / "checkpoints" / "1")
+    shutil.rmtree(tmp_path / "interrupted" / "checkpoints" / "2")
     resumed = _run(tmp_path / "interrupted", data, epochs=2, resume=True, arch=arch)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
 
@@ -233,12 +233,39 @@ def test_resume_after_an_interruption_continues_exactly(tmp_path, arch):
 def test_runs_do_not_mix(tmp_path):
     data = _small_digits("vit")
     _run(tmp_path, data, epochs=1)
-    with pytest.raises(SystemExit, match="holds checkpoints"):
+    with pytest.raises(SystemExit, match="holds another run's checkpoints: add --resume"):
         _run(tmp_path, data, epochs=1)
     with pytest.raises(SystemExit, match="epochs: saved 1, now 2"):
         _run(tmp_path, data, epochs=2, resume=True)
     with pytest.raises(SystemExit, match="no run to resume"):
         _run(tmp_path / "elsewhere", data, resume=True)
+
+
+def test_each_run_gets_a_folder_of_its_own_and_resume_finds_the_newest(tmp_path):
+    first = train.new_workdir("vit", tmp_path)
+    first.mkdir()
+    (first / "run.json").write_text("{}")
+    second = train.new_workdir("vit", tmp_path)
+    assert second != first and second.name.startswith("vit-")
+    assert train.newest_workdir("vit", tmp_path) == first
+    with pytest.raises(SystemExit, match="no run of cvt"):
+        train.newest_workdir("cvt", tmp_path)
+
+
+def test_data_errors_come_before_the_run_folder_checks(tmp_path):
+    _run(tmp_path / "run", _small_digits("vit"), epochs=1)
+    config = train.Config(arch="vit", data=str(tmp_path / "nonexistent"), epochs=1)
+    with pytest.raises(DataError):
+        train.train(config, tmp_path / "run", progress=False)
+
+
+def test_an_interrupted_run_says_how_to_resume(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train", interrupted)
+    with pytest.raises(SystemExit, match=r"--workdir .*run --resume"):
+        train.main(["--workdir", str(tmp_path / "run"), "--no-progress"])
 
 
 # many devices -------------------------------------------------------------------------------

@@ -49,15 +49,10 @@ class DotProductAttention(nn.Module):
 
     ``q: (batch, q_len, heads, dim_key)``, ``k: (batch, kv_len, heads, dim_key)``,
     ``v: (batch, kv_len, heads, dim_value)``, optional ``bias`` broadcastable to
-    ``(batch, heads, q_len, kv_len)`` (e.g. one ``(heads, q_len, kv_len)`` relative
-    position bias for every window) ``-> (batch, q_len, heads, dim_value)``; the scale is
-    ``dim_key ** -0.5``. In evaluation (or with ``dropout == 0``) it is
-    :func:`jax.nn.dot_product_attention`, which picks a fused kernel where the backend has
-    one (``implementation``: ``None`` for XLA's choice, ``'xla'`` or ``'cudnn'``). Dropout
-    on the attention weights in training needs the weights, and the fused function needs
-    ``dim_key == dim_value``; otherwise the weights are computed explicitly
-    (:func:`attention_weights`, float32 softmax), dropped with the ``'dropout'`` rng in
-    training, and applied to ``v``.
+    ``(batch, heads, q_len, kv_len)`` ``-> (batch, q_len, heads, dim_value)``; scale
+    ``dim_key ** -0.5``. In evaluation it is :func:`jax.nn.dot_product_attention` with
+    ``implementation``; dropout on the weights in training, or ``dim_key != dim_value``, takes
+    the explicit path (:func:`attention_weights`, float32 softmax).
     """
 
     dropout: float = 0.0

@@ -9,23 +9,15 @@ from vit_layers_flax.typing import Array, Dtype
 
 
 class BatchNorm(nn.Module):
-    """``torch.nn.BatchNorm2d`` on the last (channel) axis of an NHWC feature map.
+    """``torch.nn.BatchNorm2d`` on the last (channel) axis: ``(..., channels) -> (..., channels)``.
 
-    ``(..., channels) -> (..., channels)``: statistics over every axis but the last.
-
-    Variables are those of :class:`flax.linen.BatchNorm`: params ``scale``, ``bias`` and
-    ``batch_stats`` ``mean``, ``var`` (float32), converted by ``StateDict.batch_norm``.
-    ``train=False`` normalises with the running averages and writes nothing.
-    ``train=True`` normalises with the batch mean and the biased batch variance, and
-    (outside ``init``, with ``mutable=['batch_stats']``) updates the running averages as
-    torch does: ``momentum`` is Flax's (0.9 is torch's 0.1) and the running variance
-    takes the *unbiased* batch variance (``n / (n - 1)`` times the biased one, ``n`` the
-    number of values per channel). :class:`flax.linen.BatchNorm` updates it with the
-    biased variance, which drifts from torch's running statistics by ``1 / (n - 1)``
-    (1.6 % on an 8 x 8 map with batch 1). Statistics and normalisation run in float32
-    whatever ``dtype`` is; the result is cast to ``dtype`` (default: the promoted dtype of
-    the input and the parameters, as every layer here). Training
-    on a single value per channel raises a ``ValueError`` at trace time, as torch does.
+    Variables are :class:`flax.linen.BatchNorm`'s (params ``scale``, ``bias``; ``batch_stats``
+    ``mean``, ``var`` in float32), converted by ``StateDict.batch_norm``. ``train=True``
+    normalises with the batch statistics and (with ``mutable=['batch_stats']``) updates the
+    running averages as torch does: ``momentum`` is Flax's (0.9 is torch's 0.1) and the
+    running variance takes the *unbiased* batch variance, where Flax's BatchNorm takes the
+    biased one. Statistics run in float32; one value per channel in training raises a
+    ``ValueError`` at trace time, as torch does.
     """
 
     momentum: float = 0.9

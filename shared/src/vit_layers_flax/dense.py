@@ -13,9 +13,8 @@ class Dense(nn.Dense):
     ``(prod(...), in_features)``.
 
     Tokens ``(batch, tokens, dim)`` or maps ``(batch, H, W, dim)`` then make one 2-D matrix
-    product, whose weight gradient contracts a single axis. Contracting two or three
-    leading axes instead, XLA's CPU backend copies a transposed cotangent for every weight
-    gradient (SimpleViT's small train step: 54 such copies, a sixth of its time).
+    product, whose weight gradient contracts a single axis (contracting several leading
+    axes, XLA's CPU backend copies a transposed cotangent for every weight gradient).
     """
 
     def __call__(self, inputs: Array) -> Array:

@@ -123,21 +123,11 @@ def check_stage_size(
     what: str = "window",
     name: str = "model",
 ) -> None:
-    """Check that a stage's feature map splits into whole windows (or strides, patches...).
+    """Check, at trace time, that a stage's ``size = (height, width)`` feature map splits into
+    whole ``window`` tiles (windows, strides, patches: ``what`` names it in the message).
 
-    Hierarchical models call this once per stage, at trace time, before partitioning
-    ``size = (height, width)`` into ``window`` tiles.
-
-    Args:
-      images: the array (or ``jax.ShapeDtypeStruct``) given to the model, for the message.
-      stage: the stage's number as users count it (1-based).
-      size: ``(height, width)`` of the stage's feature map for these images.
-      window: the tile size the stage needs to divide ``size``.
-      what: what the tile is, in the message (``'local window'``, ``'sub-sampling stride'``).
-      name: the model's name, used in the message.
-
-    Raises:
-      ValueError: naming the images' shape, the stage, its feature-map size and the tile.
+    ``images`` (the model's input, for the message), ``stage`` (1-based) and ``name`` (the
+    model's) make the ``ValueError`` say which input gave which stage which map.
     """
     wh, ww = pair(window)
     h, w = size
