@@ -8,7 +8,7 @@ the same batch, image size and thread count. Every throughput is the median of
 plus XLA compilation; torch.compile: the first call minus a steady call); FLOPs come from
 XLA's cost analysis of the compiled programs.
 
-    python benchmarks/bench.py                              # every architecture, small and seed
+    python benchmarks/bench.py                              # every architecture, small and readme
     python benchmarks/bench.py --arch vit simple-vit --configs small
     python benchmarks/bench.py --configs b16 --arch vit --dtype bfloat16 --batch b16=128
 
@@ -45,7 +45,7 @@ from train import TrainState, dropout_key, train_step  # examples/train.py
 #: dense bfloat16 peak of the GPUs this was run on (TFLOP/s, without sparsity), for MFU
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
-DEFAULT_BATCH = {"small": 32, "seed": 4, "b16": 32}
+DEFAULT_BATCH = {"small": 32, "readme": 4, "b16": 32}
 
 
 @dataclasses.dataclass
@@ -374,7 +374,7 @@ def markdown(results: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", nargs="+", choices=sorted(ARCHITECTURES), default=list(ARCHITECTURES))
-    parser.add_argument("--configs", nargs="+", choices=CONFIG_NAMES, default=["small", "seed"])
+    parser.add_argument("--configs", nargs="+", choices=CONFIG_NAMES, default=["small", "readme"])
     parser.add_argument(
         "--batch",
         nargs="+",

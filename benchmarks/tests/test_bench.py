@@ -11,8 +11,8 @@ from bench import compile_timed, main, markdown, measure
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_small_and_seed_configurations_build(arch):
-    for name in ("small", "seed"):
+def test_small_and_readme_configurations_build(arch):
+    for name in ("small", "readme"):
         cfg = config(arch, name)
         model = cfg.flax_model()
         images = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
