@@ -768,7 +768,11 @@ def test_input_sizes_and_conv_output_size():
     fixed, pyramid = InputSizes(224), InputSizes(32, step=16)
     assert 224 in fixed and 225 not in fixed and 240 not in fixed
     assert 32 in pyramid and 64 in pyramid and 40 not in pyramid and 16 not in pyramid
-    assert pyramid.smallest == 32
+    assert pyramid.smallest == 32 and pyramid.smallest_shape == (32, 32)
+    assert (32, 48) in pyramid and (32, 40) not in pyramid
+    wide = InputSizes.fixed((32, 48))
+    assert (32, 48) in wide and 32 not in wide and wide.smallest_shape == (32, 48)
+    assert InputSizes.fixed(7) == InputSizes(7)
     assert conv_output_size(224, 16, 16) == 14
     assert conv_output_size(7, 3, 2, 1) == 4  # torch's floor((7 + 2 - 3) / 2) + 1
 

@@ -1,37 +1,27 @@
+import ast
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from deepvit_flax import DeepViT, ReAttention, from_vit_pytorch
+from deepvit_flax import CONFIGS, DeepViT, ReAttention, from_vit_pytorch
 
 from vit_layers_flax.testing import ContractSuite, ModelCase
+from vit_layers_flax.testing.readme import readme_python_blocks
+
+README = Path(__file__).parents[1] / "README.md"
 
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, dim_head=16, mlp_dim=128)
 
 CASES = [
+    ModelCase("readme", CONFIGS["readme"], (1, 256, 256, 3), readme_config=True),
     ModelCase(
-        "seed",
-        dict(
-            image_size=256,
-            patch_size=32,
-            num_classes=1000,
-            dim=1024,
-            depth=6,
-            heads=16,
-            mlp_dim=2048,
-            dropout=0.1,
-            emb_dropout=0.1,
-        ),
-        (1, 256, 256, 3),
-        seed_config=True,
-    ),
-    ModelCase(
-        "cls-dropout",
-        dict(SMALL, dropout=0.1, emb_dropout=0.1),
-        (2, 32, 32, 3),
-        bad_spatial=[(33, 32), (40, 32), (32, 24)],
+        # the training recipe's configuration, with its dropout
+        "small",
+        dict(CONFIGS["small"], num_classes=10),
+        (2, 16, 16, 3),
+        bad_spatial=[(17, 16), (20, 16), (16, 12)],
     ),
     ModelCase("mean-gray", dict(SMALL, pool="mean", channels=1, num_classes=7), (2, 32, 32, 1)),
     ModelCase(
@@ -69,7 +59,7 @@ class TestDeepViT(ContractSuite):
     convert = staticmethod(from_vit_pytorch)
     reference = ("deepvit", "DeepViT")
     cases = CASES
-    readme = Path(__file__).parents[1] / "README.md"
+    readme = README
     readme_shapes = {"output": (1, 1000)}
 
     def test_every_parameter_gets_a_gradient(self, built):
@@ -101,16 +91,43 @@ def test_invalid_configuration(kwargs, message):
         DeepViT(**{**SMALL, **kwargs})
 
 
+def test_readme_usage_is_the_readme_configuration():
+    calls = [
+        node
+        for block in readme_python_blocks(README)
+        for node in ast.walk(ast.parse(block))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeepViT"
+    ]
+    assert [{k.arg: ast.literal_eval(k.value) for k in call.keywords} for call in calls] == [
+        CONFIGS["readme"]
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_configuration_builds_at_its_input_size(name):
+    model = DeepViT(**{"num_classes": 10, **CONFIGS[name]})
+    side = model.input_sizes().smallest
+    images = jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+    assert jax.eval_shape(model.apply, shapes, images).shape == (1, model.num_classes)
+
+
+def test_input_sizes_are_the_configured_size():
+    sizes = DeepViT(**SMALL).input_sizes()
+    assert sizes.smallest == 32 and 32 in sizes and 40 not in sizes
+
+
 def test_parameter_tree_mirrors_the_reference():
     model = DeepViT(**{**SMALL, "depth": 1})
     shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
     params = shapes["params"]
-    assert set(params) == {"to_patch_embedding", "pos_embedding", "cls_token", "transformer", "mlp_head"}
+    assert set(params) == {"to_patch_embedding", "embedding", "transformer", "mlp_head"}
     assert set(params["transformer"]) == {"layers_0"}  # no final norm
     attn = params["transformer"]["layers_0"]["attn"]
     assert set(attn) == {"norm", "to_qkv", "reattn_weights", "reattn_norm", "to_out"}
     assert attn["reattn_weights"].shape == (4, 4) and attn["reattn_norm"]["scale"].shape == (4,)
-    assert params["pos_embedding"].shape == (1, 17, 64) and params["cls_token"].shape == (1, 1, 64)
+    embedding = params["embedding"]
+    assert embedding["pos_embedding"].shape == (17, 64) and embedding["cls_token"].shape == (1, 64)
 
 
 def test_re_attention_matches_a_direct_computation():

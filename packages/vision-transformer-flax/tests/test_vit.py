@@ -1,34 +1,25 @@
+import ast
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
-from vision_transformer_flax import ViT, from_vit_pytorch
+from vision_transformer_flax import CONFIGS, ViT, from_vit_pytorch
 
 from vit_layers_flax.testing import ContractSuite, ModelCase
+from vit_layers_flax.testing.readme import readme_python_blocks
 
+README = Path(__file__).parents[1] / "README.md"
 SMALL = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, dim_head=16, mlp_dim=128)
 
 CASES = [
+    ModelCase("readme", CONFIGS["readme"], (1, 256, 256, 3), readme_config=True),
     ModelCase(
-        "seed",
-        dict(
-            image_size=256,
-            patch_size=32,
-            num_classes=1000,
-            dim=1024,
-            depth=6,
-            heads=16,
-            mlp_dim=2048,
-            dropout=0.1,
-            emb_dropout=0.1,
-        ),
-        (1, 256, 256, 3),
-        seed_config=True,
-    ),
-    ModelCase(
-        "cls-dropout",
-        dict(SMALL, dropout=0.1, emb_dropout=0.1),
-        (2, 32, 32, 3),
-        bad_spatial=[(33, 32), (40, 32), (32, 24)],
+        # the training recipe's configuration, with its dropout
+        "small",
+        dict(CONFIGS["small"], num_classes=10),
+        (2, 16, 16, 3),
+        bad_spatial=[(17, 16), (20, 16), (16, 12)],
     ),
     ModelCase(
         "mean-nonsquare-tuple-patch-gray",
@@ -64,7 +55,7 @@ class TestViT(ContractSuite):
     convert = staticmethod(from_vit_pytorch)
     reference = ("vit", "ViT")
     cases = CASES
-    readme = Path(__file__).parents[1] / "README.md"
+    readme = README
     readme_shapes = {"output": (1, 1000)}
 
 
@@ -80,3 +71,38 @@ class TestViT(ContractSuite):
 def test_invalid_configuration(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ViT(**{**SMALL, **kwargs})
+
+
+def test_readme_usage_is_the_readme_configuration():
+    calls = [
+        node
+        for block in readme_python_blocks(README)
+        for node in ast.walk(ast.parse(block))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ViT"
+    ]
+    assert [{k.arg: ast.literal_eval(k.value) for k in call.keywords} for call in calls] == [
+        CONFIGS["readme"]
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_configuration_builds_at_its_input_size(name):
+    model = ViT(**{"num_classes": 10, **CONFIGS[name]})
+    side = model.input_sizes().smallest
+    images = jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+    assert jax.eval_shape(model.apply, shapes, images).shape == (1, model.num_classes)
+
+
+def test_input_sizes_are_the_configured_size():
+    model = ViT(**SMALL)
+    assert model.input_sizes().smallest == 32 and 32 in model.input_sizes() and 40 not in model.input_sizes()
+    wide = ViT(**{**SMALL, "image_size": (32, 48)}).input_sizes()
+    assert wide.smallest_shape == (32, 48) and (32, 48) in wide and 32 not in wide
+
+
+def test_mean_pooling_has_no_class_token():
+    model = ViT(**{**SMALL, "pool": "mean"})
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    assert set(shapes["params"]["embedding"]) == {"pos_embedding"}
+    assert shapes["params"]["embedding"]["pos_embedding"].shape == (16, 64)

@@ -1,3 +1,4 @@
+import ast
 import math
 from pathlib import Path
 
@@ -5,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from vit_small_datasets_flax import LSA, SPT, ViT, from_vit_pytorch
+from vit_small_datasets_flax import CONFIGS, LSA, SPT, ViT, from_vit_pytorch
 from vit_small_datasets_flax.spt import shifted_stack
 
 from vit_layers_flax import StateDict
@@ -16,30 +17,18 @@ from vit_layers_flax.testing import (
     random_variables,
     relative_error,
 )
+from vit_layers_flax.testing.readme import readme_python_blocks
 
+README = Path(__file__).parents[1] / "README.md"
 REFERENCE = "vit_for_small_dataset"
 SMALL = dict(image_size=16, patch_size=4, num_classes=10, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64)
 
 CASES = [
+    ModelCase("readme", CONFIGS["readme"], (1, 256, 256, 3), readme_config=True),
     ModelCase(
-        "seed",
-        dict(
-            image_size=256,
-            patch_size=16,
-            num_classes=1000,
-            dim=1024,
-            depth=6,
-            heads=16,
-            mlp_dim=2048,
-            dropout=0.1,
-            emb_dropout=0.1,
-        ),
-        (1, 256, 256, 3),
-        seed_config=True,
-    ),
-    ModelCase(
-        "cls-dropout",
-        dict(SMALL, dropout=0.1, emb_dropout=0.1),
+        # the training recipe's configuration, with its dropout
+        "small",
+        dict(CONFIGS["small"], num_classes=10),
         (2, 16, 16, 3),
         bad_spatial=[(17, 16), (20, 16), (16, 12)],
     ),
@@ -68,9 +57,13 @@ CASES = [
 ]
 
 SPT_CASES = [
-    # the seed's standalone ``SPT(dim=1024, patch_size=16)`` on its (4, 256, 256, 3) images
+    # the README's standalone ``SPT(dim=1024, patch_size=16)`` on its (4, 256, 256, 3) images
     ModelCase(
-        "seed", dict(dim=1024, patch_size=16), (4, 256, 256, 3), seed_config=True, output_shape=(4, 256, 1024)
+        "readme",
+        dict(dim=1024, patch_size=16),
+        (4, 256, 256, 3),
+        readme_config=True,
+        output_shape=(4, 256, 1024),
     ),
     ModelCase(
         "nonsquare-2ch",
@@ -87,7 +80,7 @@ class TestViT(ContractSuite):
     convert = staticmethod(from_vit_pytorch)
     reference = (REFERENCE, "ViT")
     cases = CASES
-    readme = Path(__file__).parents[1] / "README.md"
+    readme = README
     readme_shapes = {"output": (4, 1000), "spt_output": (4, 256, 1024)}
 
 
@@ -119,6 +112,48 @@ def test_invalid_configuration(kwargs, message):
 def test_spt_invalid_configuration(kwargs):
     with pytest.raises(ValueError, match="SPT: sizes must be positive"):
         SPT(**kwargs)
+
+
+def test_readme_usage_is_the_readme_configuration():
+    calls = [
+        node
+        for block in readme_python_blocks(README)
+        for node in ast.walk(ast.parse(block))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ViT"
+    ]
+    assert [{k.arg: ast.literal_eval(k.value) for k in call.keywords} for call in calls] == [
+        CONFIGS["readme"]
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_configuration_builds_at_its_input_size(name):
+    model = ViT(**{"num_classes": 10, **CONFIGS[name]})
+    side = model.input_sizes().smallest
+    images = jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+    assert jax.eval_shape(model.apply, shapes, images).shape == (1, model.num_classes)
+
+
+def test_input_sizes_are_the_configured_size():
+    model = ViT(**SMALL)
+    assert model.input_sizes().smallest == 16 and 16 in model.input_sizes() and 20 not in model.input_sizes()
+    wide = ViT(**{**SMALL, "image_size": (16, 24)}).input_sizes()
+    assert wide.smallest_shape == (16, 24) and (16, 24) in wide and 16 not in wide
+
+
+def test_spt_input_sizes_are_the_multiples_of_the_patch_size():
+    spt = SPT(dim=8, patch_size=4)
+    sizes = spt.input_sizes()
+    assert (sizes.minimum, sizes.step) == (4, 4)
+    variables = random_variables(spt, jax.ShapeDtypeStruct((1, 4, 4, 3), jnp.float32))
+    smallest = jax.ShapeDtypeStruct((1, sizes.smallest, sizes.smallest, 3), jnp.float32)
+    assert jax.eval_shape(spt.apply, variables, smallest).shape == (1, 1, 8)
+    side = next(s for s in range(sizes.smallest + 1, 100) if s not in sizes)
+    with pytest.raises(ValueError, match="not divisible"):
+        jax.eval_shape(spt.apply, variables, jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32))
+    wide = SPT(dim=8, patch_size=(2, 4)).input_sizes()
+    assert wide.smallest_shape == (2, 4) and (4, 8) in wide and (4, 6) not in wide
 
 
 def test_spt_accepts_any_multiple_of_the_patch_size_and_tuple_patches():

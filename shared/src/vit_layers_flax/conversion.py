@@ -241,7 +241,7 @@ def model_variables(
     sd: StateDict,
     variables: Mapping[str, Any],
     model: nn.Module,
-    sample_input: jax.ShapeDtypeStruct | Iterable[jax.ShapeDtypeStruct],
+    sample_input: jax.ShapeDtypeStruct | Iterable[jax.ShapeDtypeStruct] | None = None,
 ) -> dict[str, Any]:
     """Check converted ``variables`` against ``model``'s own and return them as jax arrays.
 
@@ -249,8 +249,12 @@ def model_variables(
     (:func:`stack_layers`), so every converter also serves ``scan=True``. Raises
     :class:`ConversionError` listing unread state_dict keys, variables the module expects
     but the conversion did not produce, extra ones, and shape mismatches. Arrays are cast
-    to the dtype the module initialises them with (its ``param_dtype``).
+    to the dtype the module initialises them with (its ``param_dtype``). ``sample_input``
+    defaults to one image of ``model.input_sizes().smallest_shape`` and ``model.channels``.
     """
+    if sample_input is None:
+        shape = (1, *model.input_sizes().smallest_shape, getattr(model, "channels", 3))
+        sample_input = jax.ShapeDtypeStruct(shape, jnp.float32)
     inputs = (sample_input,) if isinstance(sample_input, jax.ShapeDtypeStruct) else tuple(sample_input)
     expected = jax.eval_shape(lambda *xs: model.init(jax.random.key(0), *xs), *inputs)
     got, want = _flat(stack_layers(variables, expected)), _flat(expected)

@@ -40,24 +40,44 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
 
 @dataclasses.dataclass(frozen=True)
 class InputSizes:
-    """The image heights (and, independently, widths) a model configuration accepts:
-    ``minimum``, ``minimum + step``, ``minimum + 2 * step`` ... (``step == 0``: ``minimum`` only).
+    """The image heights a model configuration accepts: ``minimum``, ``minimum + step``,
+    ``minimum + 2 * step`` ... (``step == 0``: ``minimum`` only); ``width`` the widths, where
+    they differ (``None``: as the heights).
 
-    Every model's ``input_sizes()`` returns one; ``smallest`` is a valid square side for
-    shape-only work (conversion, ``jax.eval_shape``), since no parameter depends on the size.
+    Every model's ``input_sizes()`` returns one; ``smallest_shape`` is a valid ``(height,
+    width)`` for shape-only work (conversion, ``jax.eval_shape``): no parameter depends on it.
     """
 
     minimum: int
     step: int = 0
+    width: InputSizes | None = None
 
-    def __contains__(self, size: object) -> bool:
+    @classmethod
+    def fixed(cls, image_size: int | tuple[int, int]) -> InputSizes:
+        """Exactly ``image_size`` (an int or ``(height, width)``)."""
+        height, width = pair(image_size)
+        return cls(height, 0, None if width == height else cls(width))
+
+    def _accepts(self, size: object) -> bool:
         if not isinstance(size, int) or size < self.minimum:
             return False
         return size == self.minimum if self.step == 0 else (size - self.minimum) % self.step == 0
 
+    def accepts(self, height: int, width: int) -> bool:
+        return self._accepts(height) and (self.width or self)._accepts(width)
+
+    def __contains__(self, size: object) -> bool:
+        """``side in sizes`` for square images, ``(height, width) in sizes`` for any."""
+        return self.accepts(*size) if isinstance(size, tuple) else self.accepts(size, size)
+
     @property
     def smallest(self) -> int:
+        """The smallest height (and side, for models whose heights and widths agree)."""
         return self.minimum
+
+    @property
+    def smallest_shape(self) -> tuple[int, int]:
+        return (self.minimum, (self.width or self).minimum)
 
 
 def check_config(condition: bool, message: str) -> None:
@@ -78,18 +98,12 @@ def check_images(
     multiple_of: tuple[int, int] | None = None,
     name: str = "model",
 ) -> tuple[int, int, int, int]:
-    """Check that ``images`` is an NHWC batch this model can take; return its shape.
+    """Check that ``images`` (an array or ``jax.ShapeDtypeStruct``) is an NHWC batch this
+    model can take, and return its shape.
 
-    Args:
-      images: the array (or ``jax.ShapeDtypeStruct``) given to the model.
-      channels: the configured number of channels (last axis).
-      image_size: ``(height, width)`` the model is fixed to (position embeddings),
-        or ``None`` when any size is accepted.
-      multiple_of: ``(ph, pw)`` the height and width must be divisible by, or ``None``.
-      name: the model's name, used in the message.
-
-    Raises:
-      ValueError: naming the expected and the received shape.
+    ``channels`` is the configured last axis; ``image_size`` the ``(height, width)`` the model
+    is fixed to (``None``: any size); ``multiple_of`` what height and width must divide by;
+    ``name`` the model's, for the ``ValueError`` naming the expected and the received shape.
     """
     shape = tuple(images.shape)
     height, width = image_size if image_size is not None else ("height", "width")

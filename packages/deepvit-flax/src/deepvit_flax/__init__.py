@@ -2,10 +2,11 @@
 
 from importlib.metadata import version
 
+from deepvit_flax.configs import CONFIGS
 from deepvit_flax.convert import from_vit_pytorch
 from deepvit_flax.deepvit import DeepViT
 from deepvit_flax.re_attention import ReAttention
 from vit_layers_flax import load_torch_state_dict
 
 __version__ = version("deepvit-flax")
-__all__ = ["DeepViT", "ReAttention", "from_vit_pytorch", "load_torch_state_dict"]
+__all__ = ["CONFIGS", "DeepViT", "ReAttention", "from_vit_pytorch", "load_torch_state_dict"]

@@ -5,22 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
+import numpy as np
 
 from deepvit_flax.deepvit import DeepViT
-from vit_layers_flax import StateDict, finalize, mlp_head_params, patch_embedding_params, transformer_params
+from vit_layers_flax import (
+    StateDict,
+    classifier_head_params,
+    model_variables,
+    patch_embedding_params,
+    transformer_params,
+)
+
+
+def _without_batch_axis(value: np.ndarray) -> np.ndarray:
+    """The reference's ``(1, n, dim)`` token parameters as ``(n, dim)`` (other shapes pass,
+    for :func:`~vit_layers_flax.model_variables` to report)."""
+    return value[0] if value.shape[:1] == (1,) else value
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: DeepViT) -> dict[str, Any]:
-    """``torch_deepvit.state_dict()`` -> the variables dict for ``model.apply``.
-
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`DeepViT` with the same hyperparameters. Raises
-    :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing,
-    unexpected and mis-shaped entries. Read a checkpoint file with
-    :func:`vit_layers_flax.load_torch_state_dict`.
-    """
+    """``torch_deepvit.state_dict()`` -> the variables for ``model.apply`` (``model``: the
+    :class:`DeepViT` with the same hyperparameters)."""
     sd = StateDict(state_dict)
     # DeepViT always projects the attention output (to_out.0) and has no final norm.
     transformer = transformer_params(sd, "transformer", model.depth, to_out="to_out.0", final_norm=False)
@@ -32,10 +37,11 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: DeepViT) -> dict[str,
         )
     params = {
         "to_patch_embedding": patch_embedding_params(sd, "to_patch_embedding"),
-        "pos_embedding": sd["pos_embedding"],
-        "cls_token": sd["cls_token"],
+        "embedding": {
+            "cls_token": _without_batch_axis(sd["cls_token"]),
+            "pos_embedding": _without_batch_axis(sd["pos_embedding"]),
+        },
         "transformer": transformer,
-        "mlp_head": mlp_head_params(sd),
+        "mlp_head": classifier_head_params(sd),
     }
-    sample = jax.ShapeDtypeStruct((1, model.image_size, model.image_size, model.channels), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+    return model_variables(sd, {"params": params}, model)

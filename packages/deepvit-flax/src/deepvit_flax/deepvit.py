@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
-from einops import repeat
 
 from deepvit_flax.re_attention import ReAttention
-from vit_layers_flax import MlpHead, PatchEmbedding, Transformer, check_config, check_images
+from vit_layers_flax import (
+    ClassifierHead,
+    InputSizes,
+    PatchEmbedding,
+    TokenEmbedding,
+    Transformer,
+    TransformerBlock,
+    check_config,
+    check_images,
+    pool_tokens,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 
 class DeepViT(nn.Module):
-    """ViT whose attention blocks use re-attention (:class:`ReAttention`), with a class token.
+    """ViT whose blocks attend with re-attention (:class:`ReAttention`), with a class token.
 
-    ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
-
-    Attributes follow vit-pytorch's ``DeepViT``: ``image_size`` and ``patch_size`` are ints
-    (square images and patches only, as in the reference). The class token is always
-    prepended; ``pool='mean'`` averages all tokens, class token included, as the reference
-    does. The transformer has no final LayerNorm; the head is ``LayerNorm -> Dense``.
-    ``dropout`` acts on the attention weights, after the attention and feed-forward
-    projections, ``emb_dropout`` after the position embedding, both only when
-    ``train=True`` (rng stream ``'dropout'``). ``remat`` rematerialises each block in the
-    backward pass. ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    Zhou et al., "DeepViT: Towards Deeper Vision Transformer", 2021 (arXiv:2103.11886).
+    ``(batch, image_size, image_size, channels) -> (batch, num_classes)``. ``image_size`` and
+    ``patch_size`` are ints (square, as in the reference). The class token is always
+    prepended: ``pool='mean'`` averages all tokens, the class token included. The encoder has
+    no final LayerNorm; the head is ``LayerNorm -> Dense``. ``dropout`` acts on the attention
+    weights and in the blocks, ``emb_dropout`` after the position embedding.
     """
 
     image_size: int
@@ -66,35 +69,35 @@ class DeepViT(nn.Module):
         )
         super().__post_init__()
 
+    def input_sizes(self) -> InputSizes:
+        """``image_size`` alone: the position embedding fixes it."""
+        return InputSizes(self.image_size)
+
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
         size = (self.image_size, self.image_size)
-        batch = check_images(img, channels=self.channels, image_size=size, name="DeepViT")[0]
+        check_images(img, channels=self.channels, image_size=size, name="DeepViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-
         x = PatchEmbedding(self.dim, (self.patch_size,) * 2, name="to_patch_embedding", **dtypes)(img)
-        init = nn.initializers.normal(stddev=1.0)  # torch.randn
-        pos_embedding = self.param("pos_embedding", init, (1, x.shape[1] + 1, self.dim), self.param_dtype)
-        cls_token = self.param("cls_token", init, (1, 1, self.dim), self.param_dtype)
-
-        cls_tokens = repeat(cls_token.astype(x.dtype), "() n d -> b n d", b=batch)
-        x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embedding.astype(x.dtype)
-        x = nn.Dropout(self.emb_dropout)(x, deterministic=not train)
-
-        x = Transformer(
+        x = TokenEmbedding(1, self.emb_dropout, self.param_dtype, name="embedding")(x, train=train)
+        block = functools.partial(
+            TransformerBlock,
             self.dim,
-            self.depth,
             self.heads,
             self.dim_head,
             self.mlp_dim,
             dropout=self.dropout,
+            attention=ReAttention,
+            **dtypes,
+        )
+        transformer = Transformer(
+            self.depth,
+            block,
             final_norm=False,
-            attention_cls=ReAttention,
             remat=self.remat,
             scan=self.scan,
             name="transformer",
             **dtypes,
-        )(x, train=train)
-
-        x = x.mean(axis=1) if self.pool == "mean" else x[:, 0]
-        return MlpHead(self.num_classes, name="mlp_head", **dtypes)(x)
+        )
+        x = pool_tokens(transformer(x, train=train), self.pool)
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x)

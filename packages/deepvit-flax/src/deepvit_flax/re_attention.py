@@ -13,16 +13,11 @@ from vit_layers_flax.typing import Array, Dtype
 class ReAttention(nn.Module):
     """Pre-norm multi-head self-attention with re-attention, as vit-pytorch's ``deepvit.Attention``.
 
-    ``(batch, tokens, dim) -> (batch, tokens, dim)``.
-
+    Zhou et al., 2021 (arXiv:2103.11886). ``(batch, tokens, dim) -> (batch, tokens, dim)``.
     The softmaxed attention ``(batch, heads, i, j)`` (float32, attention dropout in training)
-    is mixed across heads by the learned ``(heads, heads)`` matrix ``reattn_weights``
-    (``einsum('b h i j, h g -> b g i j')``), normalised by a LayerNorm over the heads axis
-    (``reattn_norm``), and only then applied to the values. No fused kernel can do this, so
-    the attention is an einsum with the softmax and the head mixing in float32; the
-    normalised weights are cast to the compute dtype for the product with the values.
-
-    Parameters mirror the reference: ``norm``, ``to_qkv`` (no bias), ``reattn_weights``,
+    is mixed across heads by the learned ``(heads, heads)`` matrix ``reattn_weights``, then
+    normalised by a LayerNorm over the heads axis (``reattn_norm``), before it weighs the
+    values. Parameters as the reference's: ``norm``, ``to_qkv`` (no bias), ``reattn_weights``,
     ``reattn_norm`` and ``to_out``, which DeepViT keeps even for a single head.
     """
 

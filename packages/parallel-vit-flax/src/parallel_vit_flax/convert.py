@@ -5,24 +5,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
+import numpy as np
 
 from parallel_vit_flax.parallel_vit import ViT
-from vit_layers_flax import StateDict, attention_params, feed_forward_params, finalize, mlp_head_params, pair
+from vit_layers_flax import (
+    Attention,
+    StateDict,
+    attention_params,
+    classifier_head_params,
+    feed_forward_params,
+    model_variables,
+)
+
+
+def _without_batch_axis(value: np.ndarray) -> np.ndarray:
+    """The reference's ``(1, n, dim)`` token parameters as ``(n, dim)`` (other shapes pass,
+    for :func:`~vit_layers_flax.model_variables` to report)."""
+    return value[0] if value.shape[:1] == (1,) else value
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: ViT) -> dict[str, Any]:
-    """``torch_parallel_vit.state_dict()`` -> the variables dict for ``model.apply``.
-
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`ViT` with the same hyperparameters. Raises
-    :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing,
-    unexpected and mis-shaped entries. Read a checkpoint file with
-    :func:`vit_layers_flax.load_torch_state_dict`.
-    """
+    """``torch_parallel_vit.state_dict()`` -> the variables for ``model.apply`` (``model``: the
+    :class:`ViT` with the same hyperparameters)."""
     sd = StateDict(state_dict)
-    to_out = None if model.heads == 1 and model.dim_head == model.dim else "to_out.0"
+    attention = Attention(model.dim, heads=model.heads, dim_head=model.dim_head)
+    to_out = "to_out.0" if attention.projects_out else None
     branches = range(model.num_parallel_branches)
     transformer = {
         f"layers_{i}": {
@@ -37,10 +44,11 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: ViT) -> dict[str, Any
     }
     params = {
         "to_patch_embedding": sd.linear("to_patch_embedding.1"),  # .0 is the Rearrange
-        "pos_embedding": sd["pos_embedding"],
-        "cls_token": sd["cls_token"],
+        "embedding": {
+            "cls_token": _without_batch_axis(sd["cls_token"]),
+            "pos_embedding": _without_batch_axis(sd["pos_embedding"]),
+        },
         "transformer": transformer,
-        "mlp_head": mlp_head_params(sd),
+        "mlp_head": classifier_head_params(sd),
     }
-    sample = jax.ShapeDtypeStruct((1, *pair(model.image_size), model.channels), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+    return model_variables(sd, {"params": params}, model)

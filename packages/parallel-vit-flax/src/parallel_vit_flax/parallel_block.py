@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,13 +14,11 @@ from vit_layers_flax.typing import Array, Dtype
 class ParallelTransformerBlock(nn.Module):
     """``x + sum_j attn_j(x)``, then ``x + sum_j ff_j(x)`` over ``num_parallel_branches`` branches.
 
-    ``(batch, tokens, dim) -> (batch, tokens, dim)``. Each branch is a full pre-norm
-    attention (``attention_cls``, default :class:`~vit_layers_flax.Attention`, with
-    ``attention_kwargs``) or :class:`~vit_layers_flax.FeedForward` with its own weights,
-    all reading the same input (the reference's ``Parallel`` modules). Parameters
-    ``attn_0`` ... and ``ff_0`` ... (the reference's ``layers.{i}.0.fns.{j}`` and
-    ``layers.{i}.1.fns.{j}``). Stacked by :class:`vit_layers_flax.Transformer` with
-    ``block_cls=ParallelTransformerBlock``.
+    ``(batch, tokens, dim) -> (batch, tokens, dim)``. Each branch is a pre-norm attention
+    (built by ``attention`` as in :class:`~vit_layers_flax.TransformerBlock`) or
+    :class:`~vit_layers_flax.FeedForward` with weights of its own, all reading the same input
+    (the reference's ``Parallel``). Parameters ``attn_0`` ... and ``ff_0`` ... (the reference's
+    ``layers.{i}.0.fns.{j}`` and ``layers.{i}.1.fns.{j}``).
     """
 
     dim: int
@@ -29,25 +26,23 @@ class ParallelTransformerBlock(nn.Module):
     dim_head: int
     mlp_dim: int
     dropout: float = 0.0
-    attention_cls: Any = Attention
-    attention_kwargs: Mapping[str, Any] | None = None
+    attention: Callable[..., nn.Module] = Attention
     num_parallel_branches: int = 2
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, train: bool = False) -> Array:
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         branches = range(self.num_parallel_branches)
         attns = [
-            self.attention_cls(
+            self.attention(
                 self.dim,
                 heads=self.heads,
                 dim_head=self.dim_head,
                 dropout=self.dropout,
                 name=f"attn_{j}",
                 **dtypes,
-                **(self.attention_kwargs or {}),
             )
             for j in branches
         ]

@@ -3,35 +3,39 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
-from einops import repeat
 
 from parallel_vit_flax.parallel_block import ParallelTransformerBlock
-from vit_layers_flax import Dense, MlpHead, Transformer, check_config, check_images, pair, patchify
+from vit_layers_flax import (
+    Attention,
+    ClassifierHead,
+    Dense,
+    InputSizes,
+    TokenEmbedding,
+    Transformer,
+    check_config,
+    check_images,
+    pair,
+    patchify,
+    pool_tokens,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 
 class ViT(nn.Module):
-    """ViT whose blocks run ``num_parallel_branches`` attention branches side by side, then as
-    many feed-forward branches, summing each group into the residual stream.
+    """ViT whose layers sum ``num_parallel_branches`` attention branches, then as many
+    feed-forward branches (:class:`ParallelTransformerBlock`).
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``.
-
-    Attributes follow vit-pytorch's ``parallel_vit.ViT``; ``image_size`` and ``patch_size``
-    take an int or a ``(height, width)`` pair. As in the reference, the patch embedding is a
-    single ``Dense`` on ``(p1 p2 c)``-flattened patches (no LayerNorms), the class token is
-    always prepended (``pool='mean'`` averages all tokens, the class token included), the
-    transformer has no final LayerNorm and the head is ``LayerNorm -> Dense``. ``dropout``
-    acts in the attention and feed-forward branches, ``emb_dropout`` after the position
-    embedding, both only when ``train=True`` (rng stream ``'dropout'``). ``remat``
-    rematerialises each block in the backward pass; ``attention_implementation`` is passed
-    to :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``). ``dtype``
-    is the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    Touvron et al., "Three things everyone should know about Vision Transformers", ECCV 2022
+    (arXiv:2203.09795). ``(batch, height, width, channels) -> (batch, num_classes)``.
+    ``image_size`` and ``patch_size`` take an int or a ``(height, width)`` pair. As in the
+    reference, the patch embedding is one ``Dense``, the class token is always prepended
+    (``pool='mean'`` averages it too), the encoder has no final LayerNorm and the head is
+    ``LayerNorm -> Dense``. ``dropout`` acts in the branches, ``emb_dropout`` after the
+    position embedding.
     """
 
     image_size: int | tuple[int, int]
@@ -72,37 +76,35 @@ class ViT(nn.Module):
         )
         super().__post_init__()
 
+    def input_sizes(self) -> InputSizes:
+        """``image_size`` alone: the position embedding fixes it."""
+        return InputSizes.fixed(self.image_size)
+
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
-        image_size, patch_size = pair(self.image_size), pair(self.patch_size)
-        batch = check_images(img, channels=self.channels, image_size=image_size, name="ViT")[0]
+        check_images(img, channels=self.channels, image_size=pair(self.image_size), name="ViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-
-        x = Dense(self.dim, name="to_patch_embedding", **dtypes)(patchify(img, patch_size))
-        init = nn.initializers.normal(stddev=1.0)  # torch.randn
-        pos_embedding = self.param("pos_embedding", init, (1, x.shape[1] + 1, self.dim), self.param_dtype)
-        cls_token = self.param("cls_token", init, (1, 1, self.dim), self.param_dtype)
-
-        cls_tokens = repeat(cls_token.astype(x.dtype), "() n d -> b n d", b=batch)
-        x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embedding.astype(x.dtype)
-        x = nn.Dropout(self.emb_dropout)(x, deterministic=not train)
-
-        x = Transformer(
+        x = Dense(self.dim, name="to_patch_embedding", **dtypes)(patchify(img, pair(self.patch_size)))
+        x = TokenEmbedding(1, self.emb_dropout, self.param_dtype, name="embedding")(x, train=train)
+        block = functools.partial(
+            ParallelTransformerBlock,
             self.dim,
-            self.depth,
             self.heads,
             self.dim_head,
             self.mlp_dim,
             dropout=self.dropout,
+            attention=functools.partial(Attention, implementation=self.attention_implementation),
+            num_parallel_branches=self.num_parallel_branches,
+            **dtypes,
+        )
+        transformer = Transformer(
+            self.depth,
+            block,
             final_norm=False,
-            attention_kwargs={"implementation": self.attention_implementation},
-            block_cls=ParallelTransformerBlock,
-            block_kwargs={"num_parallel_branches": self.num_parallel_branches},
             remat=self.remat,
             scan=self.scan,
             name="transformer",
             **dtypes,
-        )(x, train=train)
-
-        x = x.mean(axis=1) if self.pool == "mean" else x[:, 0]
-        return MlpHead(self.num_classes, name="mlp_head", **dtypes)(x)
+        )
+        x = pool_tokens(transformer(x, train=train), self.pool)
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x)

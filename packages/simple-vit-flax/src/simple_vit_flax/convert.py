@@ -5,21 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from simple_vit_flax.simple_vit import SimpleViT
-from vit_layers_flax import StateDict, finalize, pair, patch_embedding_params, transformer_params
+from vit_layers_flax import StateDict, model_variables, patch_embedding_params, transformer_params
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: SimpleViT) -> dict[str, Any]:
-    """``torch_simple_vit.state_dict()`` -> the variables dict for ``model.apply``.
-
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`SimpleViT` with the same hyperparameters. Raises
-    :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing,
-    unexpected and mis-shaped entries.
-    """
+    """``torch_simple_vit.state_dict()`` -> the variables for ``model.apply`` (``model``: the
+    :class:`SimpleViT` with the same hyperparameters)."""
     sd = StateDict(state_dict)
     params = {
         "to_patch_embedding": patch_embedding_params(sd, "to_patch_embedding"),
@@ -30,5 +22,4 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: SimpleViT) -> dict[st
         ),
         "linear_head": sd.linear("linear_head"),
     }
-    sample = jax.ShapeDtypeStruct((1, *pair(model.image_size), model.channels), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+    return model_variables(sd, {"params": params}, model)

@@ -3,34 +3,35 @@ after vit-pytorch's ``simple_vit.py``."""
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from vit_layers_flax import (
+    Attention,
+    Dense,
+    InputSizes,
     PatchEmbedding,
     Transformer,
+    TransformerBlock,
     check_config,
     check_images,
     pair,
+    pool_tokens,
     posemb_sincos_2d,
 )
 from vit_layers_flax.typing import Array, Dtype
 
 
 class SimpleViT(nn.Module):
-    """ViT with a fixed 2-D sin-cos position embedding, global average pooling, no dropout,
-    no class token and bias-free attention projections.
+    """ViT with a fixed 2-D sin-cos position embedding, mean pooling, no class token, no
+    dropout and bias-free attention output projections.
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``.
-
-    ``dim`` must be divisible by 4 (the sin-cos embedding). ``remat`` rematerialises each
-    block in the backward pass; ``attention_implementation`` is passed to
-    :func:`jax.nn.dot_product_attention`; ``dtype`` is the computation dtype,
-    ``param_dtype`` the parameters'. The position embedding is a constant, not a parameter.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    Beyer, Zhai and Kolesnikov, "Better plain ViT baselines for ImageNet-1k", 2022
+    (arXiv:2205.01580). ``(batch, height, width, channels) -> (batch, num_classes)``.
+    ``image_size`` and ``patch_size`` take an int or a ``(height, width)`` pair; ``dim`` must be
+    a multiple of 4 (the sin-cos embedding, a constant rather than a parameter).
     """
 
     image_size: int | tuple[int, int]
@@ -63,29 +64,26 @@ class SimpleViT(nn.Module):
         )
         super().__post_init__()
 
+    def input_sizes(self) -> InputSizes:
+        """``image_size`` alone: the position embedding fixes it."""
+        return InputSizes.fixed(self.image_size)
+
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
         (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
         check_images(img, channels=self.channels, image_size=(ih, iw), name="SimpleViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-
         x = PatchEmbedding(self.dim, (ph, pw), name="to_patch_embedding", **dtypes)(img)
         x = x + jnp.asarray(posemb_sincos_2d(ih // ph, iw // pw, self.dim), x.dtype)
-        x = Transformer(
-            self.dim,
-            self.depth,
-            self.heads,
-            self.dim_head,
-            self.mlp_dim,
-            remat=self.remat,
-            scan=self.scan,
-            # SimpleViT always projects the attention output, without a bias.
-            attention_kwargs={
-                "project_out": True,
-                "out_bias": False,
-                "implementation": self.attention_implementation,
-            },
-            name="transformer",
-            **dtypes,
-        )(x, train=train)
-        return nn.Dense(self.num_classes, name="linear_head", **dtypes)(x.mean(axis=1))
+        # the output projection is kept even for one head of width dim, and has no bias
+        attention = functools.partial(
+            Attention, project_out=True, out_bias=False, implementation=self.attention_implementation
+        )
+        block = functools.partial(
+            TransformerBlock, self.dim, self.heads, self.dim_head, self.mlp_dim, attention=attention, **dtypes
+        )
+        transformer = Transformer(
+            self.depth, block, remat=self.remat, scan=self.scan, name="transformer", **dtypes
+        )
+        x = pool_tokens(transformer(x, train=train), "mean")
+        return Dense(self.num_classes, name="linear_head", **dtypes)(x)

@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
-from einops import repeat
 
-from vit_layers_flax import PatchEmbedding, Transformer, check_config, check_images, pair
+from vit_layers_flax import (
+    Attention,
+    Dense,
+    InputSizes,
+    PatchEmbedding,
+    TokenEmbedding,
+    Transformer,
+    TransformerBlock,
+    check_config,
+    check_images,
+    pair,
+    pool_tokens,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 
 class ViT(nn.Module):
-    """Vision Transformer with a class token (or mean pooling) and learned position embedding.
+    """The Vision Transformer: patch tokens, a class token or mean pooling, a pre-norm encoder.
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``; with ``num_classes == 0``
-    the model returns the encoded tokens ``(batch, tokens, dim)`` instead.
-
-    Attributes follow vit-pytorch's ``ViT``; ``image_size`` and ``patch_size`` take an int
-    or a ``(height, width)`` pair. ``dropout`` acts in attention and feed-forward blocks,
-    ``emb_dropout`` after the position embedding, both only when ``train=True`` (rng stream
-    ``'dropout'``). ``remat`` rematerialises each block in the backward pass;
-    ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention`
-    (``None``, ``'xla'`` or ``'cudnn'``). ``dtype`` is the computation dtype,
-    ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image Recognition at
+    Scale", ICLR 2021 (arXiv:2010.11929). ``(batch, height, width, channels) -> (batch,
+    num_classes)``, or the encoded tokens ``(batch, tokens, dim)`` when ``num_classes == 0``.
+    ``image_size`` and ``patch_size`` take an int or a ``(height, width)`` pair; ``pool`` is
+    ``'cls'`` (a class token) or ``'mean'`` (the mean of the patch tokens, no class token);
+    ``dropout`` acts in the blocks, ``emb_dropout`` after the position embedding.
     """
 
     image_size: int | tuple[int, int]
@@ -62,38 +67,33 @@ class ViT(nn.Module):
         )
         super().__post_init__()
 
+    def input_sizes(self) -> InputSizes:
+        """``image_size`` alone: the position embedding fixes it."""
+        return InputSizes.fixed(self.image_size)
+
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
-        image_size, patch_size = pair(self.image_size), pair(self.patch_size)
-        batch = check_images(img, channels=self.channels, image_size=image_size, name="ViT")[0]
+        check_images(img, channels=self.channels, image_size=pair(self.image_size), name="ViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-
-        x = PatchEmbedding(self.dim, patch_size, name="to_patch_embedding", **dtypes)(img)
-        num_cls_tokens = 1 if self.pool == "cls" else 0
-        init = nn.initializers.normal(stddev=1.0)  # torch.randn
-        cls_token = self.param("cls_token", init, (num_cls_tokens, self.dim), self.param_dtype)
-        pos_embedding = self.param(
-            "pos_embedding", init, (x.shape[1] + num_cls_tokens, self.dim), self.param_dtype
-        )
-
-        cls_tokens = repeat(cls_token.astype(x.dtype), "n d -> b n d", b=batch)
-        x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embedding.astype(x.dtype)
-        x = nn.Dropout(self.emb_dropout)(x, deterministic=not train)
-
-        x = Transformer(
+        x = PatchEmbedding(self.dim, pair(self.patch_size), name="to_patch_embedding", **dtypes)(img)
+        class_tokens = 1 if self.pool == "cls" else 0
+        embedding = TokenEmbedding(class_tokens, self.emb_dropout, self.param_dtype, name="embedding")
+        x = embedding(x, train=train)
+        attention = functools.partial(Attention, implementation=self.attention_implementation)
+        block = functools.partial(
+            TransformerBlock,
             self.dim,
-            self.depth,
             self.heads,
             self.dim_head,
             self.mlp_dim,
             dropout=self.dropout,
-            remat=self.remat,
-            scan=self.scan,
-            attention_kwargs={"implementation": self.attention_implementation},
-            name="transformer",
+            attention=attention,
             **dtypes,
-        )(x, train=train)
+        )
+        transformer = Transformer(
+            self.depth, block, remat=self.remat, scan=self.scan, name="transformer", **dtypes
+        )
+        x = transformer(x, train=train)
         if self.num_classes <= 0:
             return x
-        x = x.mean(axis=1) if self.pool == "mean" else x[:, 0]
-        return nn.Dense(self.num_classes, name="mlp_head", **dtypes)(x)
+        return Dense(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(x, self.pool))

@@ -31,13 +31,12 @@ def locality_attention_weights(q: Array, k: Array, scale: Array) -> Array:
 class LSA(nn.Module):
     """Pre-norm multi-head locality self-attention: ``(batch, tokens, dim) -> (batch, tokens, dim)``.
 
-    As multi-head attention, but the logits are scaled by ``exp(temperature)``, a learned
-    scalar initialised to ``log(dim_head ** -0.5)``, and each token's own logit is masked
-    before the (float32) softmax. Parameters mirror the reference: ``norm``, ``to_qkv``
-    (no bias), ``temperature`` and ``to_out``, which is always present (unlike
-    :class:`vit_layers_flax.Attention`, even when ``heads == 1 and dim_head == dim``).
-    ``dropout`` acts on the attention weights and after ``to_out``, only when
-    ``train=True``. No fused kernel applies (masked diagonal, learned scale): it is einsums.
+    Lee, Lee and Song, 2021 (arXiv:2112.13492). As multi-head attention, but the logits are
+    scaled by ``exp(temperature)``, a learned scalar initialised to ``log(dim_head ** -0.5)``,
+    and each token's own logit is masked before the (float32) softmax. Parameters as the
+    reference's: ``norm``, ``to_qkv`` (no bias), ``temperature`` and ``to_out``, present even
+    when ``heads == 1 and dim_head == dim``. ``dropout`` acts on the attention weights and
+    after ``to_out``. The attention of :class:`ViT`'s shared ``TransformerBlock`` blocks.
     """
 
     dim: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_layers_flax import Dense, LayerNorm, check_config, check_images, pair, patchify
+from vit_layers_flax import Dense, InputSizes, LayerNorm, check_config, check_images, pair, patchify
 from vit_layers_flax.typing import Array, Dtype
 
 #: ``(dy, dx)`` of the four shifted copies, in the reference's order: its ``F.pad`` shifts
@@ -35,12 +35,12 @@ def shifted_stack(images: Array) -> Array:
 class SPT(nn.Module):
     """Shifted Patch Tokenization: ``(batch, H, W, channels) -> (batch, num_patches, dim)``.
 
-    The image and four copies shifted by one pixel (right, left, down, up) are stacked on
-    the channel axis, cut into patches flattened in ``(p1 p2 c)`` order, normalised
-    (``patch_norm``, the reference's ``to_patch_tokens.1``) and projected to ``dim``
-    (``proj``, ``to_patch_tokens.2``). Any image whose height and width are multiples of
-    ``patch_size`` is accepted. ``patch_size`` is an int as in the reference, or a
-    ``(height, width)`` pair.
+    Lee, Lee and Song, 2021 (arXiv:2112.13492). The image and four copies shifted by one pixel
+    (right, left, down, up) are stacked on the channel axis, cut into patches flattened in
+    ``(p1 p2 c)`` order, normalised (``patch_norm``, the reference's ``to_patch_tokens.1``) and
+    projected to ``dim`` (``proj``, ``to_patch_tokens.2``). Any image whose height and width
+    are multiples of ``patch_size`` (an int as in the reference, or a ``(height, width)`` pair)
+    is accepted.
     """
 
     dim: int
@@ -52,6 +52,11 @@ class SPT(nn.Module):
     def __post_init__(self):
         check_config(min(self.dim, self.channels, *pair(self.patch_size)) > 0, "SPT: sizes must be positive")
         super().__post_init__()
+
+    def input_sizes(self) -> InputSizes:
+        """Every multiple of the patch size."""
+        height, width = pair(self.patch_size)
+        return InputSizes(height, height, None if width == height else InputSizes(width, width))
 
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:

@@ -1,39 +1,37 @@
-"""ViT for small-size datasets (Lee et al., 2021), after vit-pytorch's ``vit_for_small_dataset.py``.
-
-A ViT whose patch embedding is :class:`~vit_small_datasets_flax.SPT` and whose
-attention is :class:`~vit_small_datasets_flax.LSA`; the transformer stack is the shared
-one, without a final LayerNorm (the reference normalises in ``mlp_head`` instead).
-"""
+"""ViT for small-size datasets (Lee et al., 2021), after vit-pytorch's ``vit_for_small_dataset.py``."""
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
-from einops import repeat
 
-from vit_layers_flax import MlpHead, Transformer, check_config, check_images, pair
+from vit_layers_flax import (
+    ClassifierHead,
+    InputSizes,
+    TokenEmbedding,
+    Transformer,
+    TransformerBlock,
+    check_config,
+    check_images,
+    pair,
+    pool_tokens,
+)
 from vit_layers_flax.typing import Array, Dtype
 from vit_small_datasets_flax.lsa import LSA
 from vit_small_datasets_flax.spt import SPT
 
 
 class ViT(nn.Module):
-    """Vision Transformer for small-size datasets: SPT tokens, LSA blocks, a class token.
+    """Vision Transformer for small-size datasets: :class:`SPT` tokens, :class:`LSA` blocks.
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``.
-
-    Attributes follow vit-pytorch's ``vit_for_small_dataset.ViT``; ``image_size`` takes an
-    int or a ``(height, width)`` pair, and so does ``patch_size`` (the reference takes an
-    int only). As in the reference, the class token is always prepended and the
-    position embedding always covers it: ``pool='mean'`` averages over all tokens, the
-    class token included. ``dropout`` acts in attention (weights and output) and
-    feed-forward blocks, ``emb_dropout`` after the position embedding, both only when
-    ``train=True`` (rng stream ``'dropout'``). ``remat`` rematerialises each block in the
-    backward pass. ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    Lee, Lee and Song, "Vision Transformer for Small-Size Datasets", 2021 (arXiv:2112.13492).
+    ``(batch, height, width, channels) -> (batch, num_classes)``. ``image_size`` and
+    ``patch_size`` take an int or a ``(height, width)`` pair (the reference's patch size is an
+    int). As in the reference, the class token is always prepended (``pool='mean'`` averages
+    it too), the encoder has no final LayerNorm and the head is ``LayerNorm -> Dense``.
+    ``dropout`` acts in the blocks, ``emb_dropout`` after the position embedding.
     """
 
     image_size: int | tuple[int, int]
@@ -68,34 +66,34 @@ class ViT(nn.Module):
         )
         super().__post_init__()
 
+    def input_sizes(self) -> InputSizes:
+        """``image_size`` alone: the position embedding fixes it."""
+        return InputSizes.fixed(self.image_size)
+
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
-        image_size = pair(self.image_size)
-        batch = check_images(img, channels=self.channels, image_size=image_size, name="ViT")[0]
+        check_images(img, channels=self.channels, image_size=pair(self.image_size), name="ViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-
         x = SPT(self.dim, self.patch_size, self.channels, name="to_patch_embedding", **dtypes)(img)
-        init = nn.initializers.normal(stddev=1.0)  # torch.randn
-        cls_token = self.param("cls_token", init, (1, 1, self.dim), self.param_dtype)
-        pos_embedding = self.param("pos_embedding", init, (1, x.shape[1] + 1, self.dim), self.param_dtype)
-
-        cls_tokens = repeat(cls_token.astype(x.dtype), "1 n d -> b n d", b=batch)
-        x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embedding.astype(x.dtype)
-        x = nn.Dropout(self.emb_dropout)(x, deterministic=not train)
-
-        x = Transformer(
+        x = TokenEmbedding(1, self.emb_dropout, self.param_dtype, name="embedding")(x, train=train)
+        block = functools.partial(
+            TransformerBlock,
             self.dim,
-            self.depth,
             self.heads,
             self.dim_head,
             self.mlp_dim,
             dropout=self.dropout,
+            attention=LSA,
+            **dtypes,
+        )
+        transformer = Transformer(
+            self.depth,
+            block,
             final_norm=False,
-            attention_cls=LSA,
             remat=self.remat,
             scan=self.scan,
             name="transformer",
             **dtypes,
-        )(x, train=train)
-        x = x.mean(axis=1) if self.pool == "mean" else x[:, 0]
-        return MlpHead(self.num_classes, name="mlp_head", **dtypes)(x)
+        )
+        x = pool_tokens(transformer(x, train=train), self.pool)
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x)
