@@ -834,3 +834,14 @@ def test_convolutions_lower_to_the_platform_s_path():
     variables = conv.init(jax.random.key(0), x)
     hlo = jax.jit(conv.apply).lower(variables, x).as_text()
     assert ("feature_group_count" in hlo) == (jax.default_backend() != "cpu")
+
+
+def test_token_embedding_with_more_positions_than_tokens_adds_the_first_rows():
+    """vit-pytorch's PatchMerger ViT allocates one position more than it uses."""
+    stem = TokenEmbedding(0, num_positions=7)
+    variables = stem.init(jax.random.key(0), x_tokens)
+    pos = variables["params"]["pos_embedding"]
+    assert pos.shape == (7, 16)
+    np.testing.assert_allclose(stem.apply(variables, x_tokens), x_tokens + pos[:5], rtol=1e-6)
+    with pytest.raises(ValueError, match="4 positions for 5 tokens"):
+        TokenEmbedding(0, num_positions=4).init(jax.random.key(0), x_tokens)

@@ -1,10 +1,11 @@
+import ast
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cait_flax import CaiT, LayerScale, from_vit_pytorch, layer_scale_init_eps
+from cait_flax import CONFIGS, CaiT, LayerScale, from_vit_pytorch, initial_layer_scale, layer_keep_mask
 
 from vit_layers_flax import stack_layers
 from vit_layers_flax.testing import (
@@ -13,6 +14,7 @@ from vit_layers_flax.testing import (
     build_reference,
     load_reference,
     random_variables,
+    readme_python_blocks,
 )
 
 SMALL = dict(
@@ -39,36 +41,11 @@ def no_layer_dropout(kwargs):
 
 CASES = [
     ModelCase(
-        "seed",
-        dict(
-            image_size=256,
-            patch_size=32,
-            num_classes=1000,
-            dim=1024,
-            depth=12,
-            cls_depth=2,
-            heads=16,
-            mlp_dim=2048,
-            dropout=0.1,
-            emb_dropout=0.1,
-            layer_dropout=0.05,
-        ),
+        "readme",
+        CONFIGS["readme"],
         (1, 256, 256, 3),
-        reference_kwargs=no_layer_dropout(
-            dict(
-                image_size=256,
-                patch_size=32,
-                num_classes=1000,
-                dim=1024,
-                depth=12,
-                cls_depth=2,
-                heads=16,
-                mlp_dim=2048,
-                dropout=0.1,
-                emb_dropout=0.1,
-            )
-        ),
-        seed_config=True,
+        reference_kwargs=no_layer_dropout(CONFIGS["readme"]),
+        readme_config=True,
     ),
     ModelCase(
         "dropout",
@@ -141,12 +118,12 @@ def temper_talking_heads(model):
     """Scale the reference's talking-heads matrices by ``heads ** -0.5`` (in place).
 
     The reference initialises them with ``torch.randn`` (std 1), and at that init the
-    seed-size model is chaotic: each of its 14 attention blocks amplifies rounding error
+    README-size model is chaotic: each of its 14 attention blocks amplifies rounding error
     about twofold, so the reference run in float32 differs from itself run in float64 by
     ~5e-2 relative, and no float32 port can agree with it to 1e-4. With variance-preserving
     matrices it is well conditioned and float32 parity is meaningful again. Exactness with
     the reference's own init is checked in float64 by
-    ``test_seed_config_matches_reference_in_float64``.
+    ``test_readme_config_matches_reference_in_float64``.
     """
     import torch
 
@@ -171,7 +148,7 @@ class TestCaiT(ContractSuite):
         import torch
 
         model = build_reference("cait", "CaiT", parity_case.torch_kwargs)
-        if parity_case.seed_config:  # the small cases are well conditioned at the reference's init
+        if parity_case.readme_config:  # the small cases are well conditioned at the reference's init
             temper_talking_heads(model)
         channels = parity_case.kwargs.get("channels", 3)
         return widen_reference(model, channels, torch.Generator().manual_seed(2)).eval()
@@ -201,11 +178,24 @@ def test_invalid_configuration(kwargs, message):
         CaiT(**{**SMALL, **kwargs})
 
 
-def test_layer_scale_init_depends_on_the_block_position():
-    assert [layer_scale_init_eps(d) for d in (1, 18, 19, 24, 25, 40)] == [0.1, 0.1, 1e-5, 1e-5, 1e-6, 1e-6]
-    for depth in (1, 20, 30):
-        scale = LayerScale(8, depth).init(jax.random.key(0), jnp.ones((1, 2, 8)))["params"]["scale"]
-        np.testing.assert_array_equal(scale, np.full(8, layer_scale_init_eps(depth), np.float32))
+def test_layer_scale_init_depends_on_the_block_number():
+    numbers = (1, 18, 19, 24, 25, 40)
+    assert [initial_layer_scale(n) for n in numbers] == [0.1, 0.1, 1e-5, 1e-5, 1e-6, 1e-6]
+    for number in (1, 20, 30):
+        layer_scale = LayerScale()
+        branch = jnp.ones((1, 2, 8))
+        scale = layer_scale.init(jax.random.key(0), branch, initial_layer_scale(number))["params"]["scale"]
+        np.testing.assert_array_equal(scale, np.full(8, initial_layer_scale(number), np.float32))
+
+
+def test_layer_keep_mask_never_drops_every_layer():
+    """Moved here from vit-layers-flax with ``layer_keep_mask`` (CaiT alone uses it)."""
+    masks = jax.vmap(lambda k: layer_keep_mask(k, 3, 0.9))(jax.random.split(jax.random.key(0), 2000))
+    assert bool(masks.any(axis=1).all())
+    assert 0.05 < float(masks.mean()) < 0.5  # mostly dropped, one rescued
+    assert bool(layer_keep_mask(jax.random.key(0), 4, 0.0).all())
+    with pytest.raises(ValueError, match="layer dropout rate"):
+        layer_keep_mask(jax.random.key(0), 4, 1.0)
 
 
 def test_scan_keeps_each_blocks_layer_scale_init_and_layer_dropout():
@@ -217,7 +207,7 @@ def test_scan_keeps_each_blocks_layer_scale_init_and_layer_dropout():
     params = loop.init(jax.random.key(0), images)["params"]
     stacked = scanned.init(jax.random.key(0), images)["params"]
     scales = stacked["patch_transformer"]["layers"]["attn_scale"]["scale"]
-    expected = np.stack([np.full(16, layer_scale_init_eps(d), np.float32) for d in range(1, 21)])
+    expected = np.stack([np.full(16, initial_layer_scale(n), np.float32) for n in range(1, 21)])
     np.testing.assert_array_equal(scales, expected)
     np.testing.assert_array_equal(stacked["patch_transformer"]["layers"]["ff_scale"]["scale"], expected)
 
@@ -238,9 +228,9 @@ def test_layer_scale_init_matches_reference():
     import torch
 
     reference = load_reference("cait").LayerScale
-    for depth in (1, 18, 19, 24, 25, 40):
-        expected = reference(8, torch.nn.Identity(), depth=depth).scale.detach().numpy().reshape(-1)
-        np.testing.assert_allclose(np.full(8, layer_scale_init_eps(depth), np.float32), expected, rtol=0)
+    for number in (1, 18, 19, 24, 25, 40):
+        expected = reference(8, torch.nn.Identity(), depth=number).scale.detach().numpy().reshape(-1)
+        np.testing.assert_allclose(np.full(8, initial_layer_scale(number), np.float32), expected, rtol=0)
 
 
 def test_one_head_keeps_the_output_projection():
@@ -316,22 +306,77 @@ def test_layer_dropout_drops_whole_blocks_in_training_only():
 
 
 @pytest.mark.parity
-def test_seed_config_matches_reference_in_float64():
-    """The seed configuration with the reference's own (untempered) perturbed weights, both
+def test_readme_config_matches_reference_in_float64():
+    """The README configuration with the reference's own (untempered) perturbed weights, both
     sides in float64: agreement to rounding shows the port is exact, whatever the
     conditioning of the randomly initialised model (see :func:`temper_talking_heads`)."""
     import torch
 
     from vit_layers_flax.testing import enable_x64, reference_outputs, relative_error
 
-    seed = next(c for c in CASES if c.seed_config)
-    reference = build_reference("cait", "CaiT", seed.torch_kwargs).double()
-    images = np.asarray(jax.random.normal(jax.random.key(7), seed.input_shape, jnp.float32), np.float64)
+    readme = next(c for c in CASES if c.readme_config)
+    reference = build_reference("cait", "CaiT", readme.torch_kwargs).double()
+    images = np.asarray(jax.random.normal(jax.random.key(7), readme.input_shape, jnp.float32), np.float64)
     with enable_x64():
-        model = CaiT(**seed.kwargs, dtype=jnp.float64, param_dtype=jnp.float64)
+        model = CaiT(**readme.kwargs, dtype=jnp.float64, param_dtype=jnp.float64)
         variables = from_vit_pytorch(reference.state_dict(), model)
         ours = np.asarray(jax.jit(model.apply)(variables, images))
     with torch.no_grad():
         theirs = reference_outputs(reference, images)
     assert ours.dtype == np.float64
     assert relative_error(ours, theirs) < 1e-8
+
+
+@pytest.mark.parametrize("name", [name for name in CONFIGS if name.startswith("cait_")])
+def test_paper_configurations_build(name):
+    model = CaiT(**CONFIGS[name])
+    side = model.input_sizes().smallest
+    assert side == 224
+    shapes = jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+    )
+    assert shapes["params"]["mlp_head"]["fc"]["kernel"].shape == (CONFIGS[name]["dim"], 1000)
+
+
+def test_input_sizes_smallest_works():
+    """CaiT is fixed-size: the contract suite checks that other sizes are refused."""
+    model = CaiT(**SMALL)
+    side = model.input_sizes().smallest
+    assert side == SMALL["image_size"] and side in model.input_sizes()
+    out = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x)[0],
+        jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32),
+    )
+    assert out.shape == (1, SMALL["num_classes"])
+
+
+def test_readme_usage_is_the_readme_configuration():
+    usage = ast.parse(readme_python_blocks(Path(__file__).parents[1] / "README.md")[0])
+    call = next(
+        n for n in ast.walk(usage) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "CaiT"
+    )
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_remat_keeps_layer_dropout_training_outputs_and_gradients(scan):
+    """The per-layer inputs (LayerScale initial values, layer-dropout flags) pass through
+    ``remat`` in the loop and in the scan: the same train-mode loss and gradients."""
+    kwargs = dict(SMALL, image_size=16, dim=16, heads=2, dim_head=8, mlp_dim=16, depth=3, cls_depth=2)
+    kwargs["layer_dropout"] = 0.5
+    images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    plain, rematted = CaiT(**kwargs), CaiT(**kwargs, remat=True, scan=scan)
+    params = random_variables(plain, images)["params"]
+    like = jax.eval_shape(rematted.init, jax.random.key(0), images)
+    stacked = stack_layers({"params": params}, like)["params"]
+
+    def loss(model, params):
+        rngs = {"dropout": jax.random.key(5)}
+        return jnp.sum(jnp.sin(model.apply({"params": params}, images, train=True, rngs=rngs)))
+
+    expected = jax.jit(jax.value_and_grad(lambda p: loss(plain, p)))(params)
+    value, grads = jax.jit(jax.value_and_grad(lambda p: loss(rematted, p)))(stacked)
+    np.testing.assert_allclose(value, expected[0], rtol=1e-5)
+    expected_grads = stack_layers({"params": expected[1]}, like)["params"]
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected_grads), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

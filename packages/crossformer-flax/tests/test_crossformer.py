@@ -1,3 +1,4 @@
+import ast
 from pathlib import Path
 
 import jax
@@ -5,29 +6,34 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from crossformer_flax import (
+    CONFIGS,
     CrossEmbedLayer,
     CrossFormer,
-    WindowAttention,
+    LongShortDistanceAttention,
     from_vit_pytorch,
-    merge_windows,
-    partition_windows,
     relative_position_indices,
     relative_positions,
 )
+from crossformer_flax.attention import distance_windows, merge_distance_windows
 
+from vit_layers_flax import InputSizes
 from vit_layers_flax.testing import (
     PARITY_RTOL,
     ContractSuite,
     ModelCase,
     load_reference,
     random_variables,
+    readme_python_blocks,
     relative_error,
 )
 
+README = Path(__file__).parents[1] / "README.md"
+
 # Small cases run one layer in all (stages of depth 0 are their embedding only): each layer is
 # two attentions and two feed-forwards, and costs seconds of XLA compilation per compiled
-# function (the seed configuration's parity covers stages of several layers). Every window of a stage with layers holds at least 2 x 2 positions (with
-# a single key the queries and the position bias would get no gradient).
+# function (the README configuration's parity covers stages of several layers). Every window
+# of a stage with layers holds at least 2 x 2 positions (with a single key the queries and the
+# position bias would get no gradient).
 SMALL = dict(
     num_classes=10,
     dim=(32, 48, 48, 64),
@@ -39,18 +45,7 @@ SMALL = dict(
 )
 
 CASES = [
-    ModelCase(
-        "seed",
-        dict(
-            num_classes=1000,
-            dim=(64, 128, 256, 512),
-            depth=(2, 2, 8, 2),
-            global_window_size=(8, 4, 2, 1),
-            local_window_size=7,
-        ),
-        (1, 224, 224, 3),
-        seed_config=True,
-    ),
+    ModelCase("readme", CONFIGS["readme"], (1, 224, 224, 3), readme_config=True),
     # 32 -> 16 -> 8 -> 4 -> 2 (stride 2, kernels 2 and 4, 16 + 16 channels). Stage 2: one layer
     # of one head of 32 (inner width 32 != dim 48) on the 8x8 map, 4x4 local windows and 2x2
     # global windows of positions 4 apart.
@@ -63,12 +58,12 @@ CASES = [
         # local window. (33 floors to 16 and is accepted, as in the reference.)
         bad_spatial=[(36, 32), (32, 20), (4, 4)],
     ),
-    # The seed's four kernels (4, 8, 16, 32) with stride 4 (32 + 16 + 8 + 8 channels), a
+    # The default four kernels (4, 8, 16, 32) with stride 4 (32 + 16 + 8 + 8 channels), a
     # non-square gray image: 32x64 -> 8x16 -> 4x8 -> 2x4 -> 1x2. Stage 1: one layer of two heads,
     # 4x4 local windows, 2x2 global windows (positions 4 rows, 8 columns apart). Stages 2-4 have
     # no layers, so their 7x7 windows constrain nothing.
     ModelCase(
-        "seed-kernels-nonsquare-gray",
+        "default-kernels-nonsquare-gray",
         dict(
             num_classes=7,
             channels=1,
@@ -114,7 +109,7 @@ class TestCrossFormer(ContractSuite):
     # the position-bias MLP ends in Dense(1): its bias is added to every logit of every
     # window's attention, which the softmax cancels (so does the reference's)
     shift_invariant_params = (r"\['dpb'\]\['fc_3'\]\['bias'\]",)
-    readme = Path(__file__).parents[1] / "README.md"
+    readme = README
     readme_shapes = {
         "output": (1, 1000),
         "n_params_flax": (),
@@ -184,9 +179,83 @@ def test_accepts_the_sizes_the_reference_takes():
         out = jax.eval_shape(model.apply, variables, _shape(2, height, width, 1))
         assert out.shape == (2, 7)
     assert model.stage_sizes(35, 67) == [(8, 16), (4, 8), (2, 4), (1, 2)]
-    seed = CrossFormer(**CASES[0].kwargs)
-    assert seed.stage_sizes(224, 224) == [(56, 56), (28, 28), (14, 14), (7, 7)]
-    assert seed.stage_sizes(226, 448) == [(56, 112), (28, 56), (14, 28), (7, 14)]
+    readme = CrossFormer(**CASES[0].kwargs)
+    assert readme.stage_sizes(224, 224) == [(56, 56), (28, 28), (14, 14), (7, 7)]
+    assert readme.stage_sizes(226, 448) == [(56, 112), (28, 56), (14, 28), (7, 14)]
+
+
+def _accepts(model, side):
+    try:
+        model._check_stage_sizes(_shape(1, side, side, model.channels))
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "kwargs, sizes, next_rejected",
+    [
+        (SMALL, InputSizes(16, 16), 20),  # stage 2's 4x4 windows: side // 4 a multiple of 4
+        (CASES[2].kwargs, InputSizes(32, 16), 36),  # stage 1: side // 4 a multiple of 4; stage 4 >= 1
+        (CASES[3].kwargs, InputSizes(17, 16), 21),  # odd kernel - stride: (side - 1) // 2
+        (CONFIGS["small"], InputSizes(32, 32), 34),
+        (CONFIGS["readme"], InputSizes(224, 224), 228),
+        # kernels 2 and 3 with stride 2 agree on odd sides only
+        (
+            {**SMALL, "depth": 0, "cross_embed_kernel_sizes": ((2, 3), (2, 4), (2, 4), (2, 4))},
+            InputSizes(17, 2),
+            18,
+        ),
+    ],
+)
+def test_input_sizes(kwargs, sizes, next_rejected):
+    """The smallest side fits every stage (and none below it), the step repeats the accepted
+    sides, the sides up to ``next_rejected`` are accepted and ``next_rejected`` raises."""
+    model = CrossFormer(**kwargs)
+    assert model.input_sizes() == sizes
+    smallest = sizes.smallest
+    assert not any(_accepts(model, side) for side in range(1, smallest))
+    for side in range(smallest, smallest + 2 * sizes.step):
+        assert _accepts(model, side) == _accepts(model, side + sizes.step), side
+    channels = model.channels
+    variables = random_variables(model, _shape(1, smallest, smallest, channels))
+    assert jax.eval_shape(model.apply, variables, _shape(1, smallest, smallest, channels)).shape[0] == 1
+    assert all(_accepts(model, side) for side in range(smallest, next_rejected))
+    with pytest.raises(ValueError, match="CrossFormer: images of shape"):
+        jax.eval_shape(model.apply, variables, _shape(1, next_rejected, next_rejected, channels))
+
+
+def test_input_sizes_raises_when_no_size_fits():
+    # stage 1's maps are multiples of 4; stage 2 (odd kernel - stride) needs (side - 1) // 2 to
+    # be a multiple of 4 too, which no multiple of 4 gives
+    model = CrossFormer(
+        **{
+            **SMALL,
+            "depth": (1, 1, 0, 0),
+            "local_window_size": 4,
+            "global_window_size": 1,
+            "cross_embed_kernel_sizes": ((2, 4), (3, 5), (2, 4), (2, 4)),
+        }
+    )
+    with pytest.raises(ValueError, match="no image size fits the windows of stage 1"):
+        model.input_sizes()
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith("crossformer_")])
+def test_paper_configs_initialise_at_224(name):
+    model = CrossFormer(**CONFIGS[name])
+    assert 224 in model.input_sizes()
+    shapes = jax.eval_shape(model.init, jax.random.key(0), _shape(1, 224, 224, 3))
+    assert shapes["params"]["to_logits"]["kernel"].shape[1] == 1000
+
+
+def test_readme_usage_is_the_readme_config():
+    (call,) = [
+        node
+        for node in ast.walk(ast.parse(readme_python_blocks(README)[0]))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "CrossFormer"
+    ]
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]
 
 
 def test_mixed_kernel_parities_fail_only_where_the_reference_fails():
@@ -201,16 +270,16 @@ def test_mixed_kernel_parities_fail_only_where_the_reference_fails():
         jax.eval_shape(model.apply, variables, _shape(1, 32, 31, 3))
 
 
-def test_window_partitions():
+def test_distance_windows():
     x = jnp.arange(2 * 4 * 6 * 3).reshape(2, 4, 6, 3)
-    short = partition_windows(x, 2, "short")  # a 2x3 grid of adjacent 2x2 windows per image
+    short = distance_windows(x, 2, "short")  # a 2x3 grid of adjacent 2x2 windows per image
     assert short.shape == (2 * 2 * 3, 4, 3)
     np.testing.assert_array_equal(short[1 * 6 + 1 * 3 + 2], x[1, 2:4, 4:6].reshape(4, 3))
-    long = partition_windows(x, 2, "long")  # 6 windows of 2x2 positions, 2 rows and 3 columns apart
+    long = distance_windows(x, 2, "long")  # 6 windows of 2x2 positions, 2 rows and 3 columns apart
     assert long.shape == (2 * 2 * 3, 4, 3)
     np.testing.assert_array_equal(long[1 * 6 + 1 * 3 + 2], x[1, 1::2, 2::3].reshape(4, 3))
     for kind, windows in (("short", short), ("long", long)):
-        np.testing.assert_array_equal(merge_windows(windows, 2, kind, 4, 6), x)
+        np.testing.assert_array_equal(merge_distance_windows(windows, 2, kind, (4, 6)), x)
 
 
 def test_position_bias_indexing_is_the_references():
@@ -228,7 +297,7 @@ def test_position_bias_indexing_is_the_references():
 
 def test_position_bias_runs_once_per_attention_call():
     """One bias MLP evaluation on the (2w + 1)^2 offsets, whatever the number of windows."""
-    attn = WindowAttention(64, "long", 2)
+    attn = LongShortDistanceAttention(64, "long", 2)
     x = _shape(3, 8, 12, 64)  # 3 * 4 * 6 = 72 windows
     variables = jax.eval_shape(attn.init, jax.random.key(0), x)
     jaxpr = jax.make_jaxpr(attn.apply)(variables, x)
@@ -243,20 +312,21 @@ def test_position_bias_runs_once_per_attention_call():
 def test_parameter_tree_mirrors_the_reference():
     model = CrossFormer(**CASES[2].kwargs)
     params = jax.eval_shape(model.init, jax.random.key(0), _shape(1, 32, 64, 1))["params"]
-    assert set(params) == {"layers_0", "layers_1", "layers_2", "layers_3", "to_logits"}
-    assert set(params["layers_3"]) == {"cel"}  # no layers, no transformer parameters
-    cel = params["layers_0"]["cel"]
+    assert set(params) == {"stages_0", "stages_1", "stages_2", "stages_3", "to_logits"}
+    assert set(params["stages_3"]) == {"cel"}  # no layers
+    cel = params["stages_0"]["cel"]
     assert [cel[f"convs_{i}"]["kernel"].shape for i in range(4)] == [
         (4, 4, 1, 32),
         (8, 8, 1, 16),
         (16, 16, 1, 8),
         (32, 32, 1, 8),
     ]
-    layer = params["layers_0"]["transformer"]["layers_0"]
+    assert set(params["stages_0"]) == {"cel", "layers_0"}
+    layer = params["stages_0"]["layers_0"]
     assert set(layer) == {"short_attn", "short_ff", "long_attn", "long_ff"}
     attn = layer["long_attn"]
     assert set(attn) == {"norm", "to_qkv", "to_out", "dpb"}
-    assert attn["norm"]["g"].shape == (64,) and attn["to_qkv"]["kernel"].shape == (64, 3 * 64)
+    assert attn["norm"]["scale"].shape == (64,) and attn["to_qkv"]["kernel"].shape == (64, 3 * 64)
     assert set(attn["dpb"]) == {"fc_0", "norm_0", "fc_1", "norm_1", "fc_2", "norm_2", "fc_3"}
     assert attn["dpb"]["fc_0"]["kernel"].shape == (2, 16) and attn["dpb"]["fc_3"]["kernel"].shape == (16, 1)
     assert set(layer["short_ff"]) == {"norm", "fc1", "fc2"} and layer["short_ff"]["fc1"]["kernel"].shape == (

@@ -1,13 +1,26 @@
+import ast
 import dataclasses
+import functools
 import inspect
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from crossvit_flax import CrossTransformer, CrossViT, from_vit_pytorch
+from crossvit_flax import (
+    CONFIGS,
+    CrossAttention,
+    CrossAttentionLayer,
+    CrossTransformer,
+    CrossViT,
+    from_vit_pytorch,
+)
 
-from vit_layers_flax.testing import ContractSuite, ModelCase, load_reference
+from vit_layers_flax import InputSizes
+from vit_layers_flax.testing import ContractSuite, ModelCase, load_reference, readme_python_blocks
+
+README = Path(__file__).parents[1] / "README.md"
 
 # the smallest CrossViT: one multi-scale block of one layer per branch and one cross round
 SMALL = dict(
@@ -34,30 +47,7 @@ SMALL = dict(
 )
 
 CASES = [
-    ModelCase(
-        "seed",
-        dict(
-            image_size=256,
-            num_classes=1000,
-            depth=4,
-            sm_dim=192,
-            sm_patch_size=16,
-            sm_enc_depth=2,
-            sm_enc_heads=8,
-            sm_enc_mlp_dim=2048,
-            lg_dim=384,
-            lg_patch_size=64,
-            lg_enc_depth=3,
-            lg_enc_heads=8,
-            lg_enc_mlp_dim=2048,
-            cross_attn_depth=2,
-            cross_attn_heads=8,
-            dropout=0.1,
-            emb_dropout=0.1,
-        ),
-        (1, 256, 256, 3),
-        seed_config=True,
-    ),
+    ModelCase("readme", CONFIGS["readme"], (1, 256, 256, 3), readme_config=True),
     ModelCase(
         # sm_dim != lg_dim: the class tokens are projected in and out of the other width
         "projected-widths-dropout",
@@ -86,7 +76,7 @@ CASES = [
         (2, 24, 24, 1),
     ),
     ModelCase(
-        # asymmetric branch depths and two cross-attention rounds (the seed has depth 4)
+        # asymmetric branch depths and two cross-attention rounds (the README configuration has depth 4)
         "deep-small-branch-two-rounds-emb-dropout-4ch",
         dict(
             SMALL,
@@ -113,7 +103,7 @@ class TestCrossViT(ContractSuite):
     convert = staticmethod(from_vit_pytorch)
     reference = ("cross_vit", "CrossViT")
     cases = CASES
-    readme = Path(__file__).parents[1] / "README.md"
+    readme = README
     readme_shapes = {"output": (1, 1000)}
 
 
@@ -149,7 +139,8 @@ def test_cross_attention_reads_class_token_and_other_patches_only():
     class token; patch tokens pass through unchanged."""
     sm = jax.random.normal(jax.random.key(0), (2, 5, 32))
     lg = jax.random.normal(jax.random.key(1), (2, 3, 48))
-    module = CrossTransformer(32, 48, depth=1, heads=2, dim_head=8)
+    attention = functools.partial(CrossAttention, heads=2, dim_head=8)
+    module = CrossTransformer(1, functools.partial(CrossAttentionLayer, 32, 48, attention))
     shapes = jax.eval_shape(module.init, jax.random.key(2), sm, lg)  # no init compile: fill on the host
     rng = np.random.default_rng(0)
     variables = jax.tree.map(lambda s: 1.0 + 0.1 * rng.standard_normal(s.shape, np.float32), shapes)
@@ -162,3 +153,37 @@ def test_cross_attention_reads_class_token_and_other_patches_only():
     np.testing.assert_array_equal(sm_out2[:, 0], sm_out[:, 0])  # the other class token is not a key
     sm_out3, _ = apply(variables, sm, lg.at[:, 1:].add(1.0))
     assert not np.allclose(sm_out3[:, 0], sm_out[:, 0])  # the other branch's patches are
+
+
+def test_input_sizes_are_the_image_size():
+    model = CrossViT(**SMALL)
+    assert model.input_sizes() == InputSizes(32)
+    assert 32 in model.input_sizes() and 48 not in model.input_sizes()
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith("crossvit_")])
+def test_paper_configs_initialise(name):
+    model = CrossViT(**CONFIGS[name])
+    side = model.input_sizes().smallest
+    shapes = jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+    )
+    assert shapes["params"]["sm_mlp_head"]["fc"]["kernel"].shape == (CONFIGS[name]["sm_dim"], 1000)
+
+
+def test_small_recipe_initialises():
+    model = CrossViT(**CONFIGS["small"], num_classes=10, channels=1)
+    side = model.input_sizes().smallest
+    shapes = jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, side, side, 1), jnp.float32)
+    )
+    assert shapes["params"]["lg_mlp_head"]["fc"]["kernel"].shape == (64, 10)
+
+
+def test_readme_usage_is_the_readme_config():
+    (call,) = [
+        node
+        for node in ast.walk(ast.parse(readme_python_blocks(README)[0]))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "CrossViT"
+    ]
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]

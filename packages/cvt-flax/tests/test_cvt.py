@@ -1,12 +1,15 @@
+import ast
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cvt_flax import CvT, from_vit_pytorch
+from cvt_flax import CONFIGS, CvT, from_vit_pytorch
 
-from vit_layers_flax.testing import BatchNormContractSuite, ModelCase
+from vit_layers_flax.testing import BatchNormContractSuite, ModelCase, readme_python_blocks
+
+README = Path(__file__).parents[1] / "README.md"
 
 # Three small stages: 32 px -> 16 -> 8 -> 4 (stride 2 each). Every case has all three stages
 # but only one or two transformer blocks in all (a stage of depth 0 is its embedding only):
@@ -26,39 +29,7 @@ SMALL = dict(
 )
 
 CASES = [
-    ModelCase(
-        "seed",
-        dict(
-            num_classes=1000,
-            s1_emb_dim=64,
-            s1_emb_kernel=7,
-            s1_emb_stride=4,
-            s1_proj_kernel=3,
-            s1_kv_proj_stride=2,
-            s1_heads=1,
-            s1_depth=1,
-            s1_mlp_mult=4,
-            s2_emb_dim=192,
-            s2_emb_kernel=3,
-            s2_emb_stride=2,
-            s2_proj_kernel=3,
-            s2_kv_proj_stride=2,
-            s2_heads=3,
-            s2_depth=2,
-            s2_mlp_mult=4,
-            s3_emb_dim=384,
-            s3_emb_kernel=3,
-            s3_emb_stride=2,
-            s3_proj_kernel=3,
-            s3_kv_proj_stride=2,
-            s3_heads=4,
-            s3_depth=10,
-            s3_mlp_mult=4,
-            dropout=0.0,
-        ),
-        (1, 256, 256, 3),
-        seed_config=True,
-    ),
+    ModelCase("readme", CONFIGS["readme"], (1, 256, 256, 3), readme_config=True),
     # fully convolutional: no spatial size is rejected. Stage 2: one block with dropout, keys
     # and values from a stride-3 projection (8 x 8 queries, 3 x 3 keys).
     ModelCase(
@@ -99,7 +70,7 @@ class TestCvT(BatchNormContractSuite):
     convert = staticmethod(from_vit_pytorch)
     reference = ("cvt", "CvT")
     cases = CASES
-    readme = Path(__file__).parents[1] / "README.md"
+    readme = README
     readme_shapes = {"output": (1, 1000)}
 
 
@@ -122,13 +93,16 @@ def test_invalid_configuration(kwargs, message):
 
 
 def test_any_image_size_takes_the_same_variables():
-    """Fully convolutional: parameters do not depend on the image size, and any size runs."""
+    """Fully convolutional: parameters do not depend on the image size, and any size runs, from
+    the smallest of ``input_sizes()`` on (there is no size it rejects)."""
     model = CvT(**dict(SMALL, s1_depth=1, s2_depth=1, s3_depth=1))
     variables = jax.eval_shape(
         model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     )
     other = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((2, 97, 131, 3), jnp.float32))
     assert jax.tree.map(lambda v: v.shape, variables) == jax.tree.map(lambda v: v.shape, other)
+    sizes = model.input_sizes()
+    assert sizes.smallest == 1 and all(side in sizes for side in range(1, 300))
     for size in [(1, 1), (7, 100), (64, 48), (97, 131)]:
         out = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((2, *size, 3), jnp.float32))
         assert out.shape == (2, 10), size
@@ -140,18 +114,18 @@ def test_parameter_tree_mirrors_the_reference():
         model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     )
     params, stats = variables["params"], variables["batch_stats"]
-    assert set(stats) == {"layers_1"}  # stages of depth 0 have no BatchNorm
-    assert set(params) == {"layers_0", "layers_1", "layers_2", "to_logits"}
-    stage = params["layers_1"]
+    assert set(stats) == {"stages_1"}  # stages of depth 0 have no BatchNorm
+    assert set(params) == {"stages_0", "stages_1", "stages_2", "to_logits"}
+    stage = params["stages_1"]
     assert set(stage) == {"conv", "norm", "transformer"}
-    assert stage["conv"]["kernel"].shape == (3, 3, 16, 32) and stage["norm"]["g"].shape == (32,)
+    assert stage["conv"]["kernel"].shape == (3, 3, 16, 32) and stage["norm"]["scale"].shape == (32,)
     attn = stage["transformer"]["layers_0"]["attn"]
     assert set(attn) == {"norm", "to_q", "to_kv", "to_out"}
     assert set(attn["to_kv"]) == {"depthwise", "bn", "pointwise"}
     assert attn["to_q"]["depthwise"]["kernel"].shape == (3, 3, 1, 32)  # depthwise, no bias
     assert attn["to_kv"]["pointwise"]["kernel"].shape == (32, 2 * 2 * 64)  # heads of 64 channels
     assert set(stage["transformer"]["layers_0"]["ff"]) == {"norm", "fc1", "fc2"}
-    bn_stats = stats["layers_1"]["transformer"]["layers_0"]["attn"]["to_kv"]["bn"]
+    bn_stats = stats["stages_1"]["transformer"]["layers_0"]["attn"]["to_kv"]["bn"]
     assert set(bn_stats) == {"mean", "var"} and bn_stats["var"].dtype == jnp.float32
 
 
@@ -171,3 +145,32 @@ def test_converter_handles_stages_without_blocks():
     assert (
         relative_error(jax.jit(model.apply)(variables, images), reference_outputs(torch_model, images)) < 1e-4
     )
+
+
+@pytest.mark.parametrize("name", [name for name in CONFIGS if name not in ("readme", "small")])
+def test_paper_configurations_build(name):
+    """The paper's variants, at the paper's 224 x 224 (shapes only)."""
+    model = CvT(**CONFIGS[name])
+    assert 224 in model.input_sizes()
+    variables = jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+    )
+    assert set(variables["params"]) == {"stages_0", "stages_1", "stages_2", "to_logits"}
+
+
+def test_small_recipe_builds():
+    model = CvT(num_classes=10, **CONFIGS["small"])
+    out = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x)[0],
+        jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32),
+    )
+    assert out.shape == (2, 10)
+
+
+def test_readme_usage_is_the_readme_config():
+    (call,) = [
+        node
+        for node in ast.walk(ast.parse(readme_python_blocks(README)[0]))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "CvT"
+    ]
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]

@@ -1,10 +1,11 @@
+import ast
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from patch_merger_flax import PatchMerger, ViT, from_vit_pytorch
+from patch_merger_flax import CONFIGS, PatchMerger, ViT, from_vit_pytorch
 
 from vit_layers_flax import ConversionError
 from vit_layers_flax.testing import (
@@ -13,6 +14,7 @@ from vit_layers_flax.testing import (
     ModelCase,
     build_reference,
     random_variables,
+    readme_python_blocks,
     relative_error,
 )
 
@@ -29,24 +31,7 @@ SMALL = dict(
 )
 
 CASES = [
-    ModelCase(
-        "seed",
-        dict(
-            image_size=256,
-            patch_size=16,
-            num_classes=1000,
-            dim=1024,
-            depth=12,
-            heads=8,
-            patch_merge_layer=6,
-            patch_merge_num_tokens=8,
-            mlp_dim=2048,
-            dropout=0.1,
-            emb_dropout=0.1,
-        ),
-        (1, 256, 256, 3),
-        seed_config=True,
-    ),
+    ModelCase("readme", CONFIGS["readme"], (1, 256, 256, 3), readme_config=True),
     ModelCase(
         "merge-first-layer-dropout",
         dict(SMALL, patch_merge_layer=1, dropout=0.1, emb_dropout=0.1),
@@ -133,8 +118,23 @@ def test_tokens_are_merged_after_patch_merge_layer(merge_layer, depth):
 def test_position_embedding_has_the_references_extra_row():
     model = ViT(**SMALL)
     shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
-    assert shapes["params"]["pos_embedding"].shape == (16 + 1, 64)
-    assert set(shapes["params"]) == {"to_patch_embedding", "pos_embedding", "transformer", "mlp_head"}
+    assert shapes["params"]["embedding"] == {"pos_embedding": jax.ShapeDtypeStruct((16 + 1, 64), jnp.float32)}
+    assert set(shapes["params"]) == {"to_patch_embedding", "embedding", "transformer", "mlp_head"}
+
+
+def test_input_sizes_smallest_works():
+    """This ViT is fixed-size: the contract suite checks that other sizes are refused. A
+    non-square configuration has no ``InputSizes`` (one set of sides for both axes)."""
+    model = ViT(**SMALL)
+    side = model.input_sizes().smallest
+    assert side == SMALL["image_size"] and side in model.input_sizes()
+    out = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x)[0],
+        jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32),
+    )
+    assert out.shape == (1, SMALL["num_classes"])
+    wide = ViT(**{**SMALL, "image_size": (32, 48), "patch_size": (8, 16)}).input_sizes()
+    assert wide.smallest_shape == (32, 48) and (32, 48) in wide and 32 not in wide
 
 
 # the standalone PatchMerger ------------------------------------------------------------
@@ -221,3 +221,11 @@ def test_patch_merger_converter_rejects_mismatched_state_dict():
 
 
 # README ----------------------------------------------------------------------------------
+
+
+def test_readme_usage_is_the_readme_configuration():
+    usage = ast.parse(readme_python_blocks(Path(__file__).parents[1] / "README.md")[0])
+    call = next(
+        n for n in ast.walk(usage) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "ViT"
+    )
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]

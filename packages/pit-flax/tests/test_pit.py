@@ -1,33 +1,19 @@
+import ast
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
-from pit_flax import PiT, Pool, from_vit_pytorch
+from pit_flax import CONFIGS, PiT, Pool, from_vit_pytorch
 
-from vit_layers_flax.testing import ContractSuite, ModelCase
+from vit_layers_flax.testing import ContractSuite, ModelCase, readme_python_blocks
 
 SMALL = dict(
     image_size=32, patch_size=8, num_classes=10, dim=32, depth=(1, 1, 1), heads=2, dim_head=16, mlp_dim=64
 )
 
 CASES = [
-    ModelCase(
-        "seed",
-        dict(
-            image_size=224,
-            patch_size=14,
-            dim=256,
-            num_classes=1000,
-            depth=(3, 3, 3),
-            heads=16,
-            mlp_dim=2048,
-            dropout=0.1,
-            emb_dropout=0.1,
-        ),
-        (1, 224, 224, 3),
-        seed_config=True,
-    ),
+    ModelCase("readme", CONFIGS["readme"], (1, 224, 224, 3), readme_config=True),
     ModelCase(
         # 7 x 7 patches of 8 px, stride 4 -> pools to 4 x 4; widths 32, 64
         "two-stages-dropout",
@@ -108,25 +94,23 @@ def test_parameters_follow_the_reference_layout():
     shapes = jax.tree.map(lambda p: p.shape, params)
     assert set(shapes) == {
         "to_patch_embedding",
-        "cls_token",
-        "pos_embedding",
-        *(f"layers_{i}" for i in range(5)),
+        "embedding",
+        *(f"stages_{i}" for i in range(3)),
+        *(f"pools_{i}" for i in range(2)),
         "mlp_head",
     }
     assert shapes["to_patch_embedding"]["kernel"] == (3 * 4 * 4, 16)
-    assert shapes["pos_embedding"] == (15 * 15 + 1, 16) and shapes["cls_token"] == (1, 16)
+    assert shapes["embedding"] == {"cls_token": (1, 16), "pos_embedding": (15 * 15 + 1, 16)}
     # stage transformers have no final LayerNorm; stage 0 (1 head of width 16) has no to_out
-    assert set(shapes["layers_0"]) == {"layers_0", "layers_1"}
-    assert set(shapes["layers_0"]["layers_0"]["attn"]) == {"norm", "to_qkv"}
-    assert shapes["layers_2"]["layers_0"]["attn"]["to_out"]["kernel"] == (2 * 16, 32)
-    assert shapes["layers_4"]["layers_0"]["ff"]["fc1"]["kernel"] == (64, 64)  # mlp_dim kept
+    assert set(shapes["stages_0"]) == {"layers_0", "layers_1"}
+    assert set(shapes["stages_0"]["layers_0"]["attn"]) == {"norm", "to_qkv"}
+    assert shapes["stages_1"]["layers_0"]["attn"]["to_out"]["kernel"] == (2 * 16, 32)
+    assert shapes["stages_2"]["layers_0"]["ff"]["fc1"]["kernel"] == (64, 64)  # mlp_dim kept
     # pools: class-token Dense and depthwise (channel multiplier 2) + pointwise convolutions
-    assert shapes["layers_1"] == {
+    assert shapes["pools_0"] == {
         "cls_ff": {"kernel": (16, 32), "bias": (32,)},
-        "downsample": {
-            "depthwise": {"kernel": (3, 3, 1, 32), "bias": (32,)},
-            "pointwise": {"kernel": (1, 1, 32, 32), "bias": (32,)},
-        },
+        "depthwise": {"kernel": (3, 3, 1, 32), "bias": (32,)},
+        "pointwise": {"kernel": (1, 1, 32, 32), "bias": (32,)},
     }
     assert shapes["mlp_head"]["fc"]["kernel"] == (64, 10)
 
@@ -136,3 +120,35 @@ def test_pool_halves_the_grid_rounding_up_and_doubles_the_width(side, pooled):
     tokens = jax.ShapeDtypeStruct((2, 1 + side * side, 8), jnp.float32)
     out = jax.eval_shape(lambda x: Pool(8).init_with_output(jax.random.key(0), x)[0], tokens)
     assert out.shape == (2, 1 + pooled * pooled, 16)
+
+
+@pytest.mark.parametrize("name", ["pit_ti", "pit_xs", "pit_s", "pit_b"])
+def test_paper_configurations_build(name):
+    model = PiT(**CONFIGS[name])
+    side = model.input_sizes().smallest
+    assert side == 224
+    images = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
+    widths = [stage.dim for stage in model.stages]
+    assert shapes["mlp_head"]["fc"]["kernel"].shape == (widths[-1], 1000)
+    assert widths == [CONFIGS[name]["dim"] * 2**i for i in range(3)]
+
+
+def test_input_sizes_smallest_works():
+    """PiT is fixed-size: the contract suite checks that other sizes are refused."""
+    model = PiT(**SMALL)
+    side = model.input_sizes().smallest
+    assert side == SMALL["image_size"] and side in model.input_sizes()
+    out = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x)[0],
+        jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32),
+    )
+    assert out.shape == (1, SMALL["num_classes"])
+
+
+def test_readme_usage_is_the_readme_configuration():
+    usage = ast.parse(readme_python_blocks(Path(__file__).parents[1] / "README.md")[0])
+    call = next(
+        n for n in ast.walk(usage) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "PiT"
+    )
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]

@@ -1,20 +1,28 @@
+import ast
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
-from scalablevit_flax import ScalableViT, from_vit_pytorch
-from scalablevit_flax.convert import sample_image_size
+from scalablevit_flax import CONFIGS, ScalableViT, from_vit_pytorch
 
-from vit_layers_flax import MlpHead
-from vit_layers_flax.testing import ContractSuite, ModelCase, random_variables, relative_error
+from vit_layers_flax import ClassifierHead, InputSizes
+from vit_layers_flax.testing import (
+    ContractSuite,
+    ModelCase,
+    random_variables,
+    readme_python_blocks,
+    relative_error,
+)
+
+README = Path(__file__).parents[1] / "README.md"
 
 # Small cases: few blocks (a block costs seconds of XLA compilation per compiled function,
 # and a dropout site more), widths 16-32, 32-48 px. Every attention has at least two keys per
 # query (with a single key the queries would get no gradient). Stage maps: ceil(side / 4),
 # then ceil(/ 2) per stage. The first case has two blocks in its stage (the PEG in the first
-# only), so that scan=True has a stack to scan (the second block); the seed's parity and the
-# README's weight-loading block check deeper stages.
+# only), so that scan=True has a stack to scan (the second block); the README configuration's
+# parity and the README's weight-loading block check deeper stages.
 SMALL = dict(
     num_classes=10,
     dim=16,
@@ -30,21 +38,7 @@ SMALL = dict(
 )
 
 CASES = [
-    ModelCase(
-        "seed",
-        dict(
-            num_classes=1000,
-            dim=64,
-            heads=(2, 4, 8, 16),
-            depth=(2, 2, 20, 2),
-            ssa_dim_key=(40, 40, 40, 32),
-            reduction_factor=(8, 4, 2, 1),
-            window_size=(64, 32, None, None),
-            dropout=0.1,
-        ),
-        (1, 256, 256, 3),
-        seed_config=True,
-    ),
+    ModelCase("readme", CONFIGS["readme"], (1, 256, 256, 3), readme_config=True),
     ModelCase(
         # 32 px -> stage 1 8x8: SSA keys 4x4 (reduction 2), IWSA in 2x2 windows of 4x4, then the
         # stage norm and downsampling -> stage 2 4x4 without blocks (the last: no norm)
@@ -107,7 +101,7 @@ class TestScalableViT(ContractSuite):
     convert = staticmethod(from_vit_pytorch)
     reference = ("scalable_vit", "ScalableViT")
     cases = CASES
-    readme = Path(__file__).parents[1] / "README.md"
+    readme = README
     readme_shapes = {
         "output": (1, 1000),
         "features": [(2, 32, 24, 32), (2, 16, 12, 64), (2, 8, 6, 128), (2, 4, 3, 256)],
@@ -165,7 +159,7 @@ def test_image_size_breaking_a_stage_names_it(kwargs, shape, message):
 def test_stages_without_blocks_have_no_size_constraint():
     model = ScalableViT(**{**SMALL, "depth": (0, 1), "window_size": (64, None), "reduction_factor": (64, 1)})
     out = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 20, 28, 3), jnp.float32))
-    assert out["params"]["layers_0"]["transformer"].keys() == {"norm"}
+    assert out["params"]["stages_0"].keys() == {"norm", "downsample"}
 
 
 def test_feature_map_sizes():
@@ -174,10 +168,6 @@ def test_feature_map_sizes():
     )
     assert model.feature_map_sizes(256, 256) == [(64, 64), (32, 32), (16, 16), (8, 8)]
     assert model.feature_map_sizes(37, 9) == [(10, 3), (5, 2), (3, 1), (2, 1)]
-    # the converter's sample size suits every stage of the seed configuration (2048 px)
-    seed = ScalableViT(**CASES[0].kwargs)
-    side = sample_image_size(seed)
-    seed.check_stage_sizes(jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32))  # does not raise
 
 
 def test_parameter_tree_mirrors_the_reference():
@@ -193,16 +183,16 @@ def test_parameter_tree_mirrors_the_reference():
     params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 36, 36, 4), jnp.float32))[
         "params"
     ]
-    assert set(params) == {"to_patches", "layers_0", "layers_1", "mlp_head"}
+    assert set(params) == {"to_patches", "stages_0", "stages_1", "mlp_head"}
     assert params["to_patches"]["kernel"].shape == (7, 7, 4, 16)
-    first = params["layers_0"]
-    assert set(first) == {"transformer", "downsample"}
+    first = params["stages_0"]
+    assert set(first) == {"layers_0", "layers_1", "norm", "downsample"}
     assert first["downsample"]["kernel"].shape == (3, 3, 16, 32)
-    assert set(first["transformer"]) == {"layers_0", "layers_1", "norm"}
+    assert first["norm"]["scale"].shape == (16,)
     # the PEG sits in the first block of a stage only
-    assert set(first["transformer"]["layers_0"]) == {"ssa", "ff1", "peg", "ff2", "iwsa"}
-    assert set(first["transformer"]["layers_1"]) == {"ssa", "ff1", "ff2", "iwsa"}
-    block = first["transformer"]["layers_0"]
+    assert set(first["layers_0"]) == {"ssa", "ff1", "peg", "ff2", "iwsa"}
+    assert set(first["layers_1"]) == {"ssa", "ff1", "ff2", "iwsa"}
+    block = first["layers_0"]
     assert block["peg"]["proj"]["kernel"].shape == (3, 3, 1, 16)  # depthwise
     assert block["ssa"]["to_k"]["kernel"].shape == (3, 3, 16, 32)  # reduction 3, one head of 32
     assert block["ssa"]["to_q"]["kernel"].shape == (16, 32)
@@ -210,8 +200,7 @@ def test_parameter_tree_mirrors_the_reference():
     assert block["iwsa"]["local_interactive_module"]["kernel"].shape == (3, 3, 32, 32)  # a full conv
     assert set(block["ff1"]) == {"norm", "fc1", "fc2"} and block["ff1"]["fc1"]["kernel"].shape == (16, 64)
     # the last stage has neither the final norm nor a downsampling
-    assert set(params["layers_1"]) == {"transformer"}
-    assert set(params["layers_1"]["transformer"]) == {"layers_0"}
+    assert set(params["stages_1"]) == {"layers_0"}
     assert params["mlp_head"]["fc"]["kernel"].shape == (32, 5)
 
 
@@ -224,7 +213,9 @@ def test_features_are_what_the_head_pools():
     @jax.jit
     def both(variables, images):
         features = model.apply(variables, images, return_features=True)
-        head = MlpHead(10).apply({"params": variables["params"]["mlp_head"]}, features[-1].mean(axis=(1, 2)))
+        head = ClassifierHead(10).apply(
+            {"params": variables["params"]["mlp_head"]}, features[-1].mean(axis=(1, 2))
+        )
         return model.apply(variables, images), head
 
     logits, pooled = both(variables, images)
@@ -238,8 +229,67 @@ def test_scan_keeps_the_peg_block_and_stacks_the_rest():
     params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))[
         "params"
     ]
-    first = params["layers_0"]["transformer"]
-    assert set(first) == {"layers_0", "layers", "norm"}
+    first = params["stages_0"]
+    assert set(first) == {"layers_0", "layers", "norm", "downsample"}
     assert "peg" in first["layers_0"] and "peg" not in first["layers"]
     assert first["layers"]["ff1"]["fc1"]["kernel"].shape == (2, 16, 32)
-    assert set(params["layers_1"]["transformer"]) == {"layers_0"}
+    assert set(params["stages_1"]) == {"layers_0"}
+
+
+def _accepts(model, side):
+    """Whether ``model`` takes ``side x side`` images (the stage checks run at trace time)."""
+    try:
+        model._check_stage_sizes(jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32))
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "kwargs, sizes, next_rejected",
+    [
+        (SMALL, InputSizes(16, 16), 17),  # stage 1 (side / 4, rounded up): 4x4 windows
+        (CASES[2].kwargs, InputSizes(16, 16), 17),  # stage 2 (side / 8): reduction 2 and window 2
+        (CASES[3].kwargs, InputSizes(12, 12), 13),  # stage 1: reduction 3 and window 3
+        (dict(SMALL, reduction_factor=1, window_size=None), InputSizes(1, 1), None),  # no tiles
+        (CONFIGS["readme"], InputSizes(256, 256), 257),  # stage 1: windows of 64
+        (dict(CONFIGS["small"], num_classes=10), InputSizes(16, 16), 17),
+    ],
+)
+def test_input_sizes(kwargs, sizes, next_rejected):
+    """Every multiple of the step works, from the smallest on; the next size up that is not
+    one is refused (sides a little below a multiple round up to its stage maps)."""
+    model = ScalableViT(**kwargs)
+    assert model.input_sizes() == sizes
+    smallest, channels = sizes.smallest, model.channels
+    images = jax.ShapeDtypeStruct((2, smallest, smallest, channels), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), images)
+    assert jax.eval_shape(model.apply, variables, images).shape == (2, model.num_classes)
+    assert all(_accepts(model, smallest * k) for k in range(1, 5))
+    if next_rejected is None:
+        assert all(_accepts(model, side) for side in range(1, 100))
+        return
+    with pytest.raises(ValueError, match="ScalableViT: images of shape"):
+        jax.eval_shape(
+            model.apply, variables, jax.ShapeDtypeStruct((2, next_rejected, smallest, channels), jnp.float32)
+        )
+
+
+@pytest.mark.parametrize("name", [name for name in CONFIGS if name.startswith("scalablevit_")])
+def test_paper_configurations_build(name):
+    """The paper's variants, at the paper's 224 x 224 (shapes only)."""
+    model = ScalableViT(**CONFIGS[name])
+    assert 224 in model.input_sizes()
+    params = jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+    )["params"]
+    assert params["mlp_head"]["fc"]["kernel"].shape == (CONFIGS[name]["dim"] * 8, 1000)
+
+
+def test_readme_usage_is_the_readme_config():
+    (call,) = [
+        node
+        for node in ast.walk(ast.parse(readme_python_blocks(README)[0]))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ScalableViT"
+    ]
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]

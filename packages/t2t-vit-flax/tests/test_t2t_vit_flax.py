@@ -1,3 +1,5 @@
+import ast
+import functools
 from pathlib import Path
 
 import flax.linen as nn
@@ -5,15 +7,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from t2t_vit_flax import T2TViT, from_vit_pytorch
+from t2t_vit_flax import CONFIGS, T2TViT, from_vit_pytorch
 
-from vit_layers_flax import ConversionError, Transformer
+from vit_layers_flax import ConversionError, Transformer, TransformerBlock
 from vit_layers_flax.testing import (
     PARITY_RTOL,
     ContractSuite,
     ModelCase,
     load_reference,
     random_variables,
+    readme_python_blocks,
     reference_outputs,
     relative_error,
 )
@@ -21,20 +24,7 @@ from vit_layers_flax.testing import (
 SMALL = dict(image_size=16, num_classes=10, dim=32, depth=1, heads=2, dim_head=16, mlp_dim=64)
 
 CASES = [
-    ModelCase(
-        "seed",
-        dict(
-            dim=512,
-            image_size=224,
-            depth=5,
-            heads=8,
-            mlp_dim=512,
-            num_classes=1000,
-            t2t_layers=((7, 4), (3, 2), (3, 2)),
-        ),
-        (1, 224, 224, 3),
-        seed_config=True,
-    ),
+    ModelCase("readme", CONFIGS["readme"], (1, 224, 224, 3), readme_config=True),
     ModelCase(
         # stage 1: 16 -> 8 (64 tokens of 27), stage 2: 8 -> 4 (16 tokens of 243)
         "two-layers-dropout",
@@ -91,7 +81,7 @@ def test_soft_split_transformers_have_no_output_projection():
     attn = embedding["transformers_0"]["layers_0"]["attn"]
     assert set(attn) == {"norm", "to_qkv"} and attn["to_qkv"]["kernel"].shape == (27, 3 * 27)
     assert embedding["proj"]["kernel"].shape == (243, 32)
-    assert shapes["params"]["pos_embedding"].shape == (4 * 4 + 1, 32)
+    assert shapes["params"]["embedding"]["pos_embedding"].shape == (4 * 4 + 1, 32)
 
 
 def _image(shape):
@@ -101,8 +91,13 @@ def _image(shape):
 CUSTOM = dict(image_size=16, num_classes=10, dim=32, t2t_layers=((3, 2), (3, 2)))
 
 
+def _custom_transformer():
+    """``vit_pytorch.vit.Transformer(32, 1, 1, 8, 16)`` as a vit-layers-flax ``Transformer``."""
+    return Transformer(1, functools.partial(TransformerBlock, 32, 1, 8, 16))
+
+
 def test_custom_transformer():
-    model = T2TViT(**CUSTOM, transformer=Transformer(32, depth=1, heads=1, dim_head=8, mlp_dim=16))
+    model = T2TViT(**CUSTOM, transformer=_custom_transformer())
     img = _image((2, 16, 16, 3))
     variables = random_variables(model, img)
     assert variables["params"]["transformer"]["layers_0"]["attn"]["to_qkv"]["kernel"].shape == (32, 24)
@@ -120,7 +115,7 @@ def test_custom_transformer_converts_and_matches_reference():
     with torch.no_grad():  # perturb, so that parity does not rest on initial values
         for p in reference.parameters():
             p.add_(0.05 * torch.randn(p.shape))
-    model = T2TViT(**CUSTOM, transformer=Transformer(32, depth=1, heads=1, dim_head=8, mlp_dim=16))
+    model = T2TViT(**CUSTOM, transformer=_custom_transformer())
     variables = from_vit_pytorch(reference.state_dict(), model)
     img = _image((2, 16, 16, 3))
     assert (
@@ -132,6 +127,42 @@ def test_custom_transformer_converts_and_matches_reference():
         def __call__(self, x, *, train=False):
             return nn.Dense(x.shape[-1])(x)
 
-    other = T2TViT(**CUSTOM, transformer=Other())
-    with pytest.raises(ConversionError, match="custom transformer"):
-        from_vit_pytorch(reference.state_dict(), other)
+    class OtherBlock(nn.Module):
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            return x + nn.Dense(x.shape[-1])(x)
+
+    for other in (Other(), Transformer(1, OtherBlock)):
+        with pytest.raises(ConversionError, match="custom transformer"):
+            from_vit_pytorch(reference.state_dict(), T2TViT(**CUSTOM, transformer=other))
+
+
+@pytest.mark.parametrize("name", [name for name in CONFIGS if name.startswith("t2t_vit_")])
+def test_paper_configurations_build(name):
+    model = T2TViT(**CONFIGS[name])
+    side = model.input_sizes().smallest
+    assert side == 224
+    images = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
+    assert shapes["embedding"]["pos_embedding"].shape == (14 * 14 + 1, CONFIGS[name]["dim"])
+    assert shapes["mlp_head"]["kernel"].shape == (CONFIGS[name]["dim"], 1000)
+
+
+def test_input_sizes_smallest_works():
+    """T2T-ViT is fixed-size: the contract suite checks that other sizes are refused."""
+    model = T2TViT(**SMALL, t2t_layers=((3, 2), (3, 2)))
+    side = model.input_sizes().smallest
+    assert side == SMALL["image_size"] and side in model.input_sizes()
+    out = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x)[0],
+        jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32),
+    )
+    assert out.shape == (1, SMALL["num_classes"])
+
+
+def test_readme_usage_is_the_readme_configuration():
+    usage = ast.parse(readme_python_blocks(Path(__file__).parents[1] / "README.md")[0])
+    call = next(
+        n for n in ast.walk(usage) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "T2TViT"
+    )
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]

@@ -1,15 +1,19 @@
+import ast
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
-from twins_svt_flax import TwinsSVT, from_vit_pytorch
+from twins_svt_flax import CONFIGS, TwinsSVT, from_vit_pytorch
 
-from vit_layers_flax.testing import ContractSuite, ModelCase
+from vit_layers_flax import InputSizes
+from vit_layers_flax.testing import ContractSuite, ModelCase, random_variables, readme_python_blocks
+
+README = Path(__file__).parents[1] / "README.md"
 
 # Four small stages of one block each (stages 1-3: local attention, feed-forward, global
 # attention, feed-forward; stage 4 without the local pair): every block costs seconds of XLA
-# compilation per compiled function, and the seed configuration checks deeper stages. Heads are
+# compilation per compiled function, and the README configuration checks deeper stages. Heads are
 # fixed by the reference (8 of 64). Every attention has at least two keys: with a single key the
 # queries would get no gradient.
 # 32 px: 16 (4x4 windows, 4x4 keys) -> 8 (4x4 windows, 2x2 keys) -> 4 (2x2, 2x2) -> 2 (2x2 keys)
@@ -64,36 +68,7 @@ FLOORED = dict(
 )
 
 CASES = [
-    ModelCase(
-        "seed",
-        dict(
-            num_classes=1000,
-            s1_emb_dim=64,
-            s1_patch_size=4,
-            s1_local_patch_size=7,
-            s1_global_k=7,
-            s1_depth=1,
-            s2_emb_dim=128,
-            s2_patch_size=2,
-            s2_local_patch_size=7,
-            s2_global_k=7,
-            s2_depth=1,
-            s3_emb_dim=256,
-            s3_patch_size=2,
-            s3_local_patch_size=7,
-            s3_global_k=7,
-            s3_depth=5,
-            s4_emb_dim=512,
-            s4_patch_size=2,
-            s4_local_patch_size=7,
-            s4_global_k=7,
-            s4_depth=4,
-            peg_kernel_size=3,
-            dropout=0.0,
-        ),
-        (1, 224, 224, 3),
-        seed_config=True,
-    ),
+    ModelCase("readme", CONFIGS["readme"], (1, 224, 224, 3), readme_config=True),
     ModelCase(
         # the first small case also runs the eager and remat checks: the cheapest one
         "dropout",
@@ -114,7 +89,7 @@ CASES = [
     ModelCase(
         # 64 px: 16 (2x2 windows of 8x8; 2x2 keys) -> 8 (one 8x8 window; 2x2 keys) -> 4 (one 4x4
         # window; 2x2 keys) -> 2 (2x2 keys); 1x1 PEG; a second block in stage 4 (global attention
-        # only; the seed has more blocks in every stage)
+        # only; the README configuration has more blocks in every stage)
         "large-windows-64px-peg1-second-block-s4",
         dict(
             SMALL,
@@ -140,7 +115,7 @@ class TestTwinsSVT(ContractSuite):
     convert = staticmethod(from_vit_pytorch)
     reference = ("twins_svt", "TwinsSVT")
     cases = CASES
-    readme = Path(__file__).parents[1] / "README.md"
+    readme = README
     readme_shapes = {
         "output": (1, 1000),
         "n_params_flax": (),
@@ -208,19 +183,50 @@ def test_a_size_breaking_a_later_stage_names_the_stage(config, shape, message):
         _init_shapes(TwinsSVT(**config), shape)
 
 
-def test_min_image_size_and_the_sizes_the_reference_takes():
-    assert TwinsSVT(num_classes=1000).min_image_size == 224  # 7x7 windows / strides on 56, 28, 14 and 7
+@pytest.mark.parametrize(
+    "config, sizes",
+    [
+        (CONFIGS["readme"], InputSizes(224, 224)),  # 7x7 windows / strides on 56, 28, 14 and 7
+        (SMALL, InputSizes(16, 16)),  # stage 2's 4x4 windows on a map of side / 4
+        (FLOORED, InputSizes(32, 16)),  # multiples of 16; stage 4 (side / 16) at least its stride 2
+    ],
+)
+def test_input_sizes(config, sizes):
+    """The smallest side works and the sides between accepted ones are refused."""
+    model = TwinsSVT(**config)
+    assert model.input_sizes() == sizes
+    smallest = sizes.smallest
+    variables = random_variables(model, jax.ShapeDtypeStruct((1, smallest, smallest, 3), jnp.float32))
+    out = jax.eval_shape(
+        model.apply, variables, jax.ShapeDtypeStruct((2, smallest, smallest, 3), jnp.float32)
+    )
+    assert out.shape == (2, config["num_classes"])
+    for side in [
+        *range(max(1, smallest - sizes.step), smallest),
+        *range(smallest + 1, smallest + sizes.step),
+    ]:
+        with pytest.raises(ValueError, match="TwinsSVT: images of shape"):
+            _init_shapes(model, (1, side, smallest, 3))
+
+
+def test_any_accepted_size_takes_the_same_variables():
     model = TwinsSVT(**FLOORED)
-    assert model.min_image_size == 32  # a multiple of 16, stage 4 (32 / 16) at least its stride 2
     variables = _init_shapes(model, (1, 32, 32, 3))
-    # fully convolutional: the same variables for every size; 80 x 176 floors stage 1's 20 x 44 map to
-    # 4 x 8 keys
+    # 80 x 176 floors stage 1's 20 x 44 map to 4 x 8 keys
     assert jax.tree.map(lambda v: v.shape, _init_shapes(model, (1, 80, 176, 3))) == jax.tree.map(
         lambda v: v.shape, variables
     )
-    for size in [(32, 32), (80, 176)]:
-        out = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((2, *size, 3), jnp.float32))
-        assert out.shape == (2, 7)
+    out = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct((2, 80, 176, 3), jnp.float32))
+    assert out.shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", [name for name in CONFIGS if name.startswith("twins_svt_")])
+def test_paper_configurations_build(name):
+    """The paper's variants, at the paper's 224 x 224 (shapes only)."""
+    model = TwinsSVT(**CONFIGS[name])
+    assert 224 in model.input_sizes()
+    params = _init_shapes(model, (1, 224, 224, 3))["params"]
+    assert params["to_logits"]["kernel"].shape == (CONFIGS[name]["s4_emb_dim"], 1000)
 
 
 def test_parameter_tree_mirrors_the_reference():
@@ -228,13 +234,13 @@ def test_parameter_tree_mirrors_the_reference():
     params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))[
         "params"
     ]
-    assert set(params) == {"layers_0", "layers_1", "layers_2", "layers_3", "to_logits"}
-    assert set(params["layers_0"]) == {"patch_embedding", "first_transformer", "peg"}  # depth 0
-    stage = params["layers_1"]
+    assert set(params) == {"stages_0", "stages_1", "stages_2", "stages_3", "to_logits"}
+    assert set(params["stages_0"]) == {"patch_embedding", "first_transformer", "peg"}  # depth 0
+    stage = params["stages_1"]
     assert set(stage) == {"patch_embedding", "first_transformer", "peg", "transformer"}
     assert set(stage["transformer"]) == {"layers_0", "layers_1"}
     embedding = stage["patch_embedding"]
-    assert embedding["patch_norm"]["scale"].shape == (2 * 2 * 16,)  # (c p1 p2) of the previous stage
+    assert embedding["patch_norm"]["scale"].shape == (2 * 2 * 16,)  # (p1 p2 c) of the previous stage
     assert embedding["proj"]["kernel"].shape == (64, 32)
     block = stage["transformer"]["layers_0"]
     assert set(block) == {"local_attn", "ff1", "global_attn", "ff2"}
@@ -244,5 +250,14 @@ def test_parameter_tree_mirrors_the_reference():
     assert block["global_attn"]["to_out"]["kernel"].shape == (8 * 64, 32)
     assert block["ff1"]["fc1"]["kernel"].shape == (32, 4 * 32)
     assert stage["peg"]["proj"]["kernel"].shape == (3, 3, 1, 32)  # depthwise
-    last = params["layers_3"]["first_transformer"]["layers_0"]
+    last = params["stages_3"]["first_transformer"]["layers_0"]
     assert set(last) == {"global_attn", "ff2"}  # no local attention in the last stage
+
+
+def test_readme_usage_is_the_readme_config():
+    (call,) = [
+        node
+        for node in ast.walk(ast.parse(readme_python_blocks(README)[0]))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "TwinsSVT"
+    ]
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]

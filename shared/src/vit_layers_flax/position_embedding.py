@@ -31,27 +31,32 @@ class TokenEmbedding(nn.Module):
     """The ViT stem after the patch projection: class tokens, a learned position embedding, dropout.
 
     ``(batch, n, dim) -> (batch, num_class_tokens + n, dim)``: ``num_class_tokens`` learned
-    tokens (``cls_token``, ``(num_class_tokens, dim)``; none when 0) are prepended, the
-    position embedding (``pos_embedding``, ``(num_class_tokens + n, dim)``) added, and
-    ``dropout`` applied in training. Both are initialised ``N(0, 1)``, as ``torch.randn``.
+    tokens (``cls_token``, ``(num_class_tokens, dim)``; none when 0) are prepended, the first
+    rows of the position embedding (``pos_embedding``, ``(num_positions, dim)``, by default
+    ``num_class_tokens + n``) added, and ``dropout`` applied in training. Both are
+    initialised ``N(0, 1)``, as ``torch.randn``.
     """
 
     num_class_tokens: int = 1
     dropout: float = 0.0
+    num_positions: int | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
-        batch, tokens, dim = x.shape
+        batch, _, dim = x.shape
         init = nn.initializers.normal(stddev=1.0)
         if self.num_class_tokens:
             cls_token = self.param("cls_token", init, (self.num_class_tokens, dim), self.param_dtype)
             cls_tokens = jnp.broadcast_to(cls_token.astype(x.dtype), (batch, self.num_class_tokens, dim))
             x = jnp.concatenate([cls_tokens, x], axis=1)
-        pos_embedding = self.param(
-            "pos_embedding", init, (self.num_class_tokens + tokens, dim), self.param_dtype
-        )
-        x = x + pos_embedding.astype(x.dtype)
+        rows = x.shape[1] if self.num_positions is None else self.num_positions
+        if rows < x.shape[1]:
+            raise ValueError(
+                f"TokenEmbedding: {rows} positions for {x.shape[1]} tokens, input shape {x.shape}"
+            )
+        pos_embedding = self.param("pos_embedding", init, (rows, dim), self.param_dtype)
+        x = x + pos_embedding[: x.shape[1]].astype(x.dtype)
         return nn.Dropout(self.dropout)(x, deterministic=not train)
 
 

@@ -111,7 +111,7 @@ class Transformer(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, *, train: bool = False) -> Array:
+    def __call__(self, x: Any, *, train: bool = False) -> Any:
         make_block = lambda name: self.block(name=name)  # noqa: E731
         x = apply_blocks(make_block, self.depth, x, train=train, scan=self.scan, remat=self.remat)
         if self.final_norm:

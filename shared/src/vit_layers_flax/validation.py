@@ -40,9 +40,10 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
 
 @dataclasses.dataclass(frozen=True)
 class InputSizes:
-    """The image heights a model configuration accepts: ``minimum``, ``minimum + step``,
+    """Image heights a model configuration accepts: ``minimum``, ``minimum + step``,
     ``minimum + 2 * step`` ... (``step == 0``: ``minimum`` only); ``width`` the widths, where
-    they differ (``None``: as the heights).
+    they differ (``None``: as the heights). Every listed size is accepted; a model whose
+    strided convolutions round may accept a few sizes more.
 
     Every model's ``input_sizes()`` returns one; ``smallest_shape`` is a valid ``(height,
     width)`` for shape-only work (conversion, ``jax.eval_shape``): no parameter depends on it.

@@ -1,39 +1,34 @@
-"""CaiT: "Going deeper with Image Transformers" (Touvron et al., 2021), after vit-pytorch's ``cait.py``."""
+"""CaiT, after vit-pytorch's ``cait.py``."""
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
-from einops import repeat
 
 from cait_flax.transformer import LayerScaleTransformer
-from vit_layers_flax import MlpHead, PatchEmbedding, check_config, check_images
+from vit_layers_flax import (
+    ClassifierHead,
+    InputSizes,
+    PatchEmbedding,
+    TokenEmbedding,
+    check_config,
+    check_images,
+    pool_tokens,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 
 class CaiT(nn.Module):
-    """Class-attention image transformer with LayerScale and talking-heads attention.
+    """Class-attention image transformer: ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
 
-    ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
-
-    The patch tokens (with a learned position embedding, no class token) go through
-    ``depth`` self-attention blocks (``patch_transformer``); then a class token goes through
-    ``cls_depth`` class-attention blocks (``cls_transformer``) in which it alone is
-    normalised and updated, attending to ``[norm(cls), patch tokens]``; the head reads the
-    class token. Every residual branch is scaled by a learned LayerScale.
-
-    Attributes follow vit-pytorch's ``CaiT``; ``image_size`` must be divisible by
-    ``patch_size`` (square images, as the reference). ``dropout`` acts in attention and
-    feed-forward blocks, ``emb_dropout`` after the position embedding, ``layer_dropout``
-    drops whole blocks of each stack (at least one kept per stack) — all three only when
-    ``train=True``, with the rng stream ``'dropout'``. Unlike the reference, whose
-    ``layer_dropout`` also acts in eval mode, evaluation here is deterministic.
-    ``channels`` (3, fixed in the reference) is the number of input channels. ``remat``
-    rematerialises each block in the backward pass. ``scan=True`` runs each of the two
-    stacks as one ``nn.scan`` (parameters stacked under ``layers`` with a leading depth
-    axis, each block keeping its own LayerScale initial value; ``from_vit_pytorch`` fills
-    that layout too): the same outputs, and deep stacks compile faster. ``dtype`` is the computation dtype,
-    ``param_dtype`` the parameters'.
+    Touvron, Cord, Sablayrolles, Synnaeve, Jégou, "Going deeper with Image Transformers",
+    ICCV 2021 (arXiv:2103.17239). The patch tokens (position embedding, no class token) go
+    through ``depth`` LayerScale'd talking-heads blocks (``patch_transformer``); a class
+    token then goes through ``cls_depth`` class-attention blocks (``cls_transformer``)
+    attending to ``[norm(cls), patches]``, and the head reads it. Arguments are
+    vit-pytorch's (square images); ``layer_dropout`` drops whole blocks of each stack in
+    training only (at least one kept per stack), where the reference also drops them in
+    evaluation. ``channels`` (3 in the reference) is the number of input channels.
     """
 
     image_size: int
@@ -63,25 +58,16 @@ class CaiT(nn.Module):
             self.image_size % self.patch_size == 0,
             f"CaiT: image_size {self.image_size} must be divisible by patch_size {self.patch_size}",
         )
-        check_config(
-            min(
-                self.num_classes,
-                self.dim,
-                self.depth,
-                self.cls_depth,
-                self.heads,
-                self.dim_head,
-                self.mlp_dim,
-                self.channels,
-            )
-            > 0,
-            "CaiT: sizes must be positive",
-        )
+        sizes = (self.num_classes, self.dim, self.depth, self.cls_depth, self.heads, self.dim_head)
+        check_config(min(*sizes, self.mlp_dim, self.channels) > 0, "CaiT: sizes must be positive")
         check_config(
             0.0 <= self.layer_dropout < 1.0,
             f"CaiT: layer_dropout must be in [0, 1), received {self.layer_dropout}",
         )
         super().__post_init__()
+
+    def input_sizes(self) -> InputSizes:
+        return InputSizes(self.image_size)
 
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
@@ -99,19 +85,17 @@ class CaiT(nn.Module):
             **dtypes,
         )
 
-        x = PatchEmbedding(self.dim, (self.patch_size, self.patch_size), name="to_patch_embedding", **dtypes)(
-            img
+        patches = (self.patch_size, self.patch_size)
+        x = PatchEmbedding(self.dim, patches, name="to_patch_embedding", **dtypes)(img)
+        x = TokenEmbedding(0, self.emb_dropout, param_dtype=self.param_dtype, name="embedding")(
+            x, train=train
         )
-        init = nn.initializers.normal(stddev=1.0)  # torch.randn
-        pos_embedding = self.param("pos_embedding", init, (x.shape[1], self.dim), self.param_dtype)
-        cls_token = self.param("cls_token", init, (1, self.dim), self.param_dtype)
-
-        x = x + pos_embedding.astype(x.dtype)
-        x = nn.Dropout(self.emb_dropout)(x, deterministic=not train)
         x = LayerScaleTransformer(self.dim, self.depth, name="patch_transformer", **stack)(x, train=train)
 
-        cls_tokens = repeat(cls_token.astype(x.dtype), "n d -> b n d", b=batch)
+        init = nn.initializers.normal(stddev=1.0)  # torch.randn
+        cls_token = self.param("cls_token", init, (1, self.dim), self.param_dtype)
+        cls_tokens = jnp.broadcast_to(cls_token.astype(x.dtype), (batch, 1, self.dim))
         cls_tokens = LayerScaleTransformer(self.dim, self.cls_depth, name="cls_transformer", **stack)(
-            cls_tokens, context=x, train=train
+            cls_tokens, x, train=train
         )
-        return MlpHead(self.num_classes, name="mlp_head", **dtypes)(cls_tokens[:, 0])
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(cls_tokens, "cls"))

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from cait_flax.cait import CaiT
-from vit_layers_flax import StateDict, feed_forward_params, finalize, mlp_head_params, patch_embedding_params
+from vit_layers_flax import (
+    StateDict,
+    classifier_head_params,
+    feed_forward_params,
+    model_variables,
+    patch_embedding_params,
+)
 
 
 def _talking_heads_params(sd: StateDict, prefix: str) -> dict[str, Any]:
@@ -39,23 +42,16 @@ def _transformer_params(sd: StateDict, prefix: str, depth: int) -> dict[str, Any
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: CaiT) -> dict[str, Any]:
-    """``torch_cait.state_dict()`` -> the variables dict for ``model.apply``.
-
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`CaiT` with the same hyperparameters. The reference's
-    ``pos_embedding`` ``(1, N, dim)`` and ``cls_token`` ``(1, 1, dim)`` lose their leading
-    axis. Raises :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing
-    missing, unexpected and mis-shaped entries. Read a checkpoint file with
-    :func:`vit_layers_flax.load_torch_state_dict`.
-    """
+    """``torch_cait.state_dict()`` -> the variables for ``model.apply`` (a :class:`CaiT` of the
+    same hyperparameters). The reference's ``pos_embedding`` ``(1, N, dim)`` and
+    ``cls_token`` ``(1, 1, dim)`` lose their leading axis."""
     sd = StateDict(state_dict)
     params = {
         "to_patch_embedding": patch_embedding_params(sd, "to_patch_embedding"),
-        "pos_embedding": sd["pos_embedding"][0],
+        "embedding": {"pos_embedding": sd["pos_embedding"][0]},
         "cls_token": sd["cls_token"][0],
         "patch_transformer": _transformer_params(sd, "patch_transformer", model.depth),
         "cls_transformer": _transformer_params(sd, "cls_transformer", model.cls_depth),
-        "mlp_head": mlp_head_params(sd),
+        "mlp_head": classifier_head_params(sd),
     }
-    sample = jax.ShapeDtypeStruct((1, model.image_size, model.image_size, model.channels), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+    return model_variables(sd, {"params": params}, model)

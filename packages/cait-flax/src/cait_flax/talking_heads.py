@@ -15,17 +15,12 @@ class TalkingHeadsAttention(nn.Module):
     """Pre-norm multi-head attention whose heads are mixed by learned ``(heads, heads)``
     matrices before the softmax (``mix_heads_pre_attn``) and after it (``mix_heads_post_attn``).
 
-    ``x: (batch, q_len, dim)``, ``context: (batch, ctx_len, dim) | None`` ``-> (batch, q_len, dim)``.
-
-    Only ``x`` is normalised. Queries come from ``norm(x)``; keys and values from ``norm(x)``
-    alone (self-attention) or from ``[norm(x), context]`` concatenated along the tokens, with
-    ``context`` *not* normalised (CaiT's class attention: the class token attends to itself
-    and to the patch tokens as the patch stack left them). The logits, the head mixing, the
-    softmax and attention dropout run in float32 (``'dropout'`` rng, ``train=True`` only);
-    the weighted sum of the values runs in the compute dtype. Parameters mirror the
-    reference: ``norm``, ``to_q``, ``to_kv`` (no biases), ``mix_heads_pre_attn``,
-    ``mix_heads_post_attn`` (standard normal init, as ``torch.randn``) and ``to_out``,
-    which CaiT always has (even with one head of width ``dim``).
+    ``x: (batch, q_len, dim)``, ``context: (batch, ctx_len, dim) | None -> (batch, q_len, dim)``.
+    Queries come from ``norm(x)``; keys and values from ``norm(x)`` alone, or from
+    ``[norm(x), context]`` with ``context`` not normalised (CaiT's class attention). The
+    logits, head mixing, softmax and attention dropout run in float32. Parameters mirror
+    the reference: ``norm``, ``to_q``, ``to_kv`` (no biases), the two mixing matrices
+    (``torch.randn`` init) and ``to_out``, which CaiT keeps even with one head of width ``dim``.
     """
 
     dim: int

@@ -2,7 +2,8 @@
 
 from importlib.metadata import version
 
-from crossformer_flax.attention import WindowAttention
+from crossformer_flax.attention import LongShortDistanceAttention
+from crossformer_flax.configs import CONFIGS
 from crossformer_flax.convert import from_vit_pytorch
 from crossformer_flax.cross_embed import CrossEmbedLayer
 from crossformer_flax.crossformer import CrossFormer, CrossFormerBlock
@@ -11,20 +12,18 @@ from crossformer_flax.position_bias import (
     relative_position_indices,
     relative_positions,
 )
-from crossformer_flax.windows import merge_windows, partition_windows
 from vit_layers_flax import load_torch_state_dict
 
 __version__ = version("crossformer-flax")
 __all__ = [
+    "CONFIGS",
     "CrossEmbedLayer",
     "CrossFormer",
     "CrossFormerBlock",
     "DynamicPositionBias",
-    "WindowAttention",
+    "LongShortDistanceAttention",
     "from_vit_pytorch",
     "load_torch_state_dict",
-    "merge_windows",
-    "partition_windows",
     "relative_position_indices",
     "relative_positions",
 ]

@@ -11,30 +11,51 @@ from crossformer_flax.position_bias import (
     relative_position_indices,
     relative_positions,
 )
-from crossformer_flax.windows import merge_windows, partition_windows
-from vit_layers_flax import ChanLayerNorm, Dense, SoftmaxAttention, split_qkv
+from vit_layers_flax import (
+    Dense,
+    DotProductAttention,
+    LayerNorm,
+    merge_windows,
+    partition_windows,
+    split_qkv,
+)
 from vit_layers_flax.typing import Array, Dtype
 
+#: A ``'long'`` window holds ``w x w`` positions ``H / w`` rows and ``W / w`` columns apart
+#: (the reference's ``'b d (l1 h) (l2 w) -> (b h w) d l1 l2'``): interleaving the map's
+#: ``w x w`` blocks makes them adjacent, so that :func:`vit_layers_flax.partition_windows`
+#: cuts them out like ``'short'`` windows.
+_INTERLEAVE = "b (s1 h) (s2 w) d -> b (h s1) (w s2) d"
+_DEINTERLEAVE = "b (h s1) (w s2) d -> b (s1 h) (s2 w) d"
 
-class WindowAttention(nn.Module):
-    """vit-pytorch ``crossformer.Attention``: ``(batch, H, W, dim) -> (batch, H, W, dim)``.
 
-    The map is normalised over channels (``norm``, a channel LayerNorm with ``g``/``b``),
-    cut into ``window_size x window_size`` windows (:func:`~crossformer_flax.windows.partition_windows`;
-    ``attn_type`` ``'short'``: adjacent positions, ``'long'``: positions ``H / window_size``
-    apart) folded into the batch axis, and each window's ``window_size ** 2`` tokens attend
-    to each other with ``heads`` heads of ``dim_head`` channels (``to_qkv``, no bias;
-    ``heads`` defaults to ``dim // dim_head``, as in the reference). The logits get one
-    ``(n, n)`` bias shared by all heads and windows, computed once per call by the
-    :class:`~crossformer_flax.position_bias.DynamicPositionBias` (``dpb``, ``dim // 4``
-    wide) and indexed as the reference does (see
-    :func:`~crossformer_flax.position_bias.relative_position_indices`). The windows are put
-    back and projected to ``dim`` (``to_out``, with bias). ``dropout`` acts on the attention
-    weights only (the reference has no output dropout here), when ``train=True``. In
-    evaluation (or without dropout) the attention is :func:`jax.nn.dot_product_attention`
-    with ``bias=`` (``implementation``: ``None``, ``'xla'`` or ``'cudnn'``); with dropout in
-    training the weights are computed explicitly, softmax in float32, and dropped out.
-    ``H`` and ``W`` must be multiples of ``window_size`` (the model checks this first).
+def distance_windows(x: Array, window_size: int, attn_type: str) -> Array:
+    """``(batch, H, W, d) -> (batch * (H / w) * (W / w), w * w, d)``, windows ordered as the
+    reference's: adjacent positions (``'short'``) or positions ``H / w`` apart (``'long'``)."""
+    if attn_type == "long":
+        x = rearrange(x, _INTERLEAVE, s1=window_size, s2=window_size)
+    return partition_windows(x, window_size)
+
+
+def merge_distance_windows(windows: Array, window_size: int, attn_type: str, size: tuple[int, int]) -> Array:
+    """The inverse of :func:`distance_windows`: ``-> (batch, H, W, d)`` with ``(H, W) = size``."""
+    x = merge_windows(windows, window_size, size)
+    if attn_type == "long":
+        x = rearrange(x, _DEINTERLEAVE, s1=window_size, s2=window_size)
+    return x
+
+
+class LongShortDistanceAttention(nn.Module):
+    """vit-pytorch ``crossformer.Attention``, short- or long-distance: ``(batch, H, W, dim)`` in and out.
+
+    The map is normalised over channels (``norm``), cut into ``window_size x window_size``
+    windows (:func:`distance_windows`; ``attn_type`` ``'short'``: adjacent positions,
+    ``'long'``: positions ``H / window_size`` apart), and each window's tokens attend to each
+    other (``to_qkv``, no bias; ``heads`` defaults to ``dim // dim_head``, as in the
+    reference) with one ``(n, n)`` bias shared by all heads and windows, computed once per
+    call by the :class:`~crossformer_flax.DynamicPositionBias` (``dpb``, ``dim // 4`` wide).
+    The windows are put back and projected (``to_out``). ``dropout`` acts on the attention
+    weights only (the reference has no output dropout here).
     """
 
     dim: int
@@ -54,27 +75,28 @@ class WindowAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
-        _, height, width, _ = x.shape
+        size = x.shape[1:3]
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         heads = self.dim // self.dim_head if self.heads is None else self.heads
-        wsz = self.window_size
+        window = self.window_size
 
-        x = ChanLayerNorm(name="norm", **dtypes)(x)
-        x = partition_windows(x, wsz, self.attn_type)
+        x = LayerNorm(name="norm", **dtypes)(x)
+        x = distance_windows(x, window, self.attn_type)
         qkv = Dense(3 * heads * self.dim_head, use_bias=False, name="to_qkv", **dtypes)(x)
         q, k, v = split_qkv(qkv, heads)
 
-        # Dynamic position bias, computed once per call and shared by every window and head:
-        # the MLP runs on the (2w+1)^2 offsets in [-w, w]^2, and the (w^2, w^2) constant
-        # indices pick from that table as if it were (2w-1)^2 with row stride 2w-1 -- the
-        # reference's indexing, copied exactly (see relative_position_indices).
+        # the MLP runs on the (2w+1)^2 offsets in [-w, w]^2, and the (w^2, w^2) constant indices
+        # pick from that table as if it were (2w-1)^2 with row stride 2w-1: the reference's
+        # indexing, copied exactly (see relative_position_indices)
         biases = DynamicPositionBias(self.dim // 4, name="dpb", **dtypes)(
-            jnp.asarray(relative_positions(wsz))
+            jnp.asarray(relative_positions(window))
         )
-        bias = biases[relative_position_indices(wsz)][None, None]  # (1, 1, n, n)
+        bias = biases[relative_position_indices(window)]  # (n, n), shared by every window and head
 
-        out = SoftmaxAttention(self.dropout, self.implementation, name="attend")(q, k, v, bias, train=train)
+        out = DotProductAttention(self.dropout, self.implementation, name="attend")(
+            q, k, v, bias, train=train
+        )
         out = rearrange(out, "b n h d -> b n (h d)")
         # to_out is a 1x1 conv in the reference: per position, so applying it to the windows is the same
         out = Dense(self.dim, name="to_out", **dtypes)(out)
-        return merge_windows(out, wsz, self.attn_type, height, width)
+        return merge_distance_windows(out, window, self.attn_type, size)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_layers_flax import Conv, conv_output_size
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -20,14 +21,16 @@ def scale_dims(dim_out: int, num_scales: int) -> list[int]:
     return [*dims, dim_out - sum(dims)]
 
 
-def conv_output_size(size: int, kernel: int, stride: int) -> int:
-    """Side of a convolution's output with the reference's padding ``(kernel - stride) // 2``.
+def embedding_padding(kernel: int, stride: int) -> int:
+    """The reference's padding of an embedding convolution: ``(kernel - stride) // 2``."""
+    return (kernel - stride) // 2
 
-    ``size // stride`` when ``kernel - stride`` is even, ``(size - 1) // stride`` when it is
-    odd (the padding is then rounded down); less than one when the input is too small.
-    """
-    padding = (kernel - stride) // 2
-    return (size + 2 * padding - kernel) // stride + 1
+
+def embedded_side(side: int, kernel: int, stride: int) -> int:
+    """The side of an embedding convolution's output: ``side // stride`` when ``kernel - stride``
+    is even, ``(side - 1) // stride`` when it is odd (the padding rounds down); below one when
+    the input is too small."""
+    return conv_output_size(side, kernel, stride, embedding_padding(kernel, stride))
 
 
 class CrossEmbedLayer(nn.Module):
@@ -38,7 +41,7 @@ class CrossEmbedLayer(nn.Module):
     ``(kernel - stride) // 2``, so each samples the same grid of positions with a
     different receptive field. Their outputs, ``scale_dims(dim_out, len(kernel_sizes))``
     channels each, are concatenated on the channel axis, smallest kernel first. ``H'`` is
-    :func:`conv_output_size` of ``H`` (the same for every kernel when the kernels'
+    :func:`embedded_side` of ``H`` (the same for every kernel when the kernels'
     ``kernel - stride`` have one parity; the model checks it before calling this layer).
     """
 
@@ -53,12 +56,11 @@ class CrossEmbedLayer(nn.Module):
         kernels = sorted(self.kernel_sizes)
         fmaps = []
         for i, (kernel, dim) in enumerate(zip(kernels, scale_dims(self.dim_out, len(kernels)), strict=True)):
-            pad = (kernel - self.stride) // 2
-            conv = nn.Conv(
+            conv = Conv(
                 dim,
-                (kernel, kernel),
-                strides=(self.stride, self.stride),
-                padding=((pad, pad), (pad, pad)),
+                kernel,
+                strides=self.stride,
+                padding=embedding_padding(kernel, self.stride),
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"convs_{i}",

@@ -3,17 +3,21 @@ after vit-pytorch's ``crossformer.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from crossformer_flax.attention import WindowAttention
-from crossformer_flax.cross_embed import CrossEmbedLayer, conv_output_size, scale_dims
+from crossformer_flax.attention import LongShortDistanceAttention
+from crossformer_flax.cross_embed import CrossEmbedLayer, embedded_side, embedding_padding, scale_dims
 from vit_layers_flax import (
+    Dense,
     FeedForward,
-    Transformer,
+    InputSizes,
+    apply_blocks,
     cast_tuple,
     check_config,
     check_images,
@@ -31,42 +35,40 @@ NUM_STAGES = 4
 class CrossFormerBlock(nn.Module):
     """One layer of the reference's ``crossformer.Transformer``: ``(batch, H, W, dim)`` in and out.
 
-    ``x + short_attn(x)``, ``x + short_ff(x)``, ``x + long_attn(x)``, ``x + long_ff(x)``: a
-    short-distance :class:`~crossformer_flax.attention.WindowAttention` on adjacent
-    ``local_window_size`` windows and a long-distance one on ``global_window_size`` windows
-    of spaced positions, each followed by a :class:`vit_layers_flax.FeedForward`
-    (the reference's ``layers.{i}.0`` ... ``.3``). Built by the shared
-    :class:`vit_layers_flax.Transformer` as its ``block_cls``: ``dropout`` is the
-    feed-forward dropout, ``attn_dropout`` the attention-weight dropout.
+    ``x + short_attn(x)``, ``x + short_ff(x)``, ``x + long_attn(x)``, ``x + long_ff(x)``
+    (the reference's ``layers.{i}.0`` ... ``.3``): a short-distance
+    :class:`~crossformer_flax.LongShortDistanceAttention` on adjacent ``local_window_size``
+    windows and a long-distance one on ``global_window_size`` windows of spaced positions,
+    each followed by a :class:`vit_layers_flax.FeedForward` of ``mlp_dim`` hidden channels.
+    ``dropout`` is the feed-forward dropout, ``attn_dropout`` the attention-weight dropout.
     """
 
     dim: int
     heads: int
     dim_head: int
     mlp_dim: int
+    local_window_size: int
+    global_window_size: int
     dropout: float = 0.0
-    attention_cls: Any = WindowAttention
-    attention_kwargs: Mapping[str, Any] | None = None
-    local_window_size: int = 7
-    global_window_size: int = 1
     attn_dropout: float = 0.0
+    attention_implementation: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, train: bool = False) -> Array:
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for attn_type, window in (("short", self.local_window_size), ("long", self.global_window_size)):
-            attn = self.attention_cls(
+            attn = LongShortDistanceAttention(
                 self.dim,
                 attn_type=attn_type,
                 window_size=window,
                 heads=self.heads,
                 dim_head=self.dim_head,
                 dropout=self.attn_dropout,
+                implementation=self.attention_implementation,
                 name=f"{attn_type}_attn",
                 **dtypes,
-                **(self.attention_kwargs or {}),
             )
             x = x + attn(x, train=train)
             # the reference's feed-forward (channel LayerNorm, 1x1 convs) ends with its second
@@ -86,88 +88,37 @@ class CrossFormerBlock(nn.Module):
 class Stage(nn.Module):
     """One CrossFormer stage: ``(batch, H, W, C) -> (batch, H', W', dim)``.
 
-    The :class:`~crossformer_flax.cross_embed.CrossEmbedLayer` (``cel``, the reference's
-    ``layers.{s}.0``) embeds and downsamples by ``stride``; ``depth``
-    :class:`CrossFormerBlock` s (``transformer``, ``.1``: the shared
-    :class:`vit_layers_flax.Transformer`, without final norm) run on the ``H' x W'`` map.
+    ``embedding`` and ``block`` build, from a ``name``, the
+    :class:`~crossformer_flax.CrossEmbedLayer` (``cel``, the reference's ``layers.{s}.0``)
+    and each of the ``depth`` :class:`CrossFormerBlock` s (``layers_{i}``, the reference's
+    ``layers.{s}.1.layers.{i}``).
     """
 
-    dim: int
+    embedding: Callable[..., nn.Module]
+    block: Callable[..., nn.Module]
     depth: int
-    local_window_size: int
-    global_window_size: int
-    kernel_sizes: Sequence[int]
-    stride: int
-    attn_dropout: float = 0.0
-    ff_dropout: float = 0.0
-    attention_implementation: str | None = None
     remat: bool = False
     scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
-        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = CrossEmbedLayer(self.dim, tuple(self.kernel_sizes), self.stride, name="cel", **dtypes)(x)
-        return Transformer(
-            self.dim,
-            self.depth,
-            self.dim // DIM_HEAD,
-            DIM_HEAD,
-            self.dim * FF_MULT,
-            dropout=self.ff_dropout,
-            final_norm=False,
-            attention_cls=WindowAttention,
-            attention_kwargs={"implementation": self.attention_implementation},
-            block_cls=CrossFormerBlock,
-            block_kwargs={
-                "local_window_size": self.local_window_size,
-                "global_window_size": self.global_window_size,
-                "attn_dropout": self.attn_dropout,
-            },
-            remat=self.remat,
-            scan=self.scan,
-            name="transformer",
-            **dtypes,
-        )(x, train=train)
+        x = self.embedding(name="cel")(x)
+        make_block = lambda name: self.block(name=name)  # noqa: E731
+        return apply_blocks(make_block, self.depth, x, train=train, scan=self.scan, remat=self.remat)
 
 
 class CrossFormer(nn.Module):
-    """CrossFormer: four stages of cross-scale embedding and long/short distance attention.
+    """CrossFormer (Wang et al., 2022; ICLR, arXiv:2108.00154): four stages of cross-scale
+    embedding and long/short distance attention. ``(batch, H, W, channels) -> (batch, num_classes)``,
+    or with ``return_features=True`` the four stages' NHWC maps (the head is not run).
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``; with
-    ``return_features=True``, a tuple of the four stages' NHWC feature maps
-    ``(batch, H_s, W_s, dim[s])`` instead (the head is not run).
-
-    Attributes follow vit-pytorch's ``CrossFormer``; ``dim``, ``depth``,
-    ``global_window_size``, ``local_window_size`` and ``cross_embed_strides`` take an int
-    for all four stages or one value per stage, ``cross_embed_kernel_sizes`` one sequence of
-    kernel sizes per stage. Stage ``s`` (``layers_{s}``) embeds its input with one
-    convolution per kernel size, all of stride ``cross_embed_strides[s]`` and padding
-    ``(kernel - stride) // 2``, concatenated to ``dim[s]`` channels (the smallest kernel gets
-    ``dim / 2``, the next ``dim / 4``, ..., the largest the rest), then runs ``depth[s]``
-    layers of short-distance attention (within adjacent ``local_window_size[s]`` windows),
-    feed-forward, long-distance attention (within ``global_window_size[s]`` windows of
-    positions ``H_s / global_window_size[s]`` apart) and feed-forward. Attentions have
-    ``dim[s] // 32`` heads of 32 channels and a dynamic position bias; the feed-forwards
-    expand by 4. The last map is averaged over space and classified by ``to_logits``.
-
-    Images of any size are taken whose stage maps split into the stages' windows: a stage
-    map's side is its input's side ``// stride`` (``(side - 1) // stride`` for kernels with
-    odd ``kernel - stride``), and for every stage with ``depth > 0`` it must be a multiple
-    of both window sizes (a ``ValueError`` at trace time names the stage and the window).
-    :meth:`stage_sizes` gives the maps' sizes.
-
-    ``attn_dropout`` acts on the attention weights, ``ff_dropout`` inside the feed-forwards,
-    only when ``train=True`` (rng stream ``'dropout'``). ``attention_implementation`` is
-    passed to :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``);
-    ``remat`` rematerialises each layer in the backward pass (less memory, same results).
-    ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    ``dim``, ``depth``, ``global_window_size``, ``local_window_size`` and
+    ``cross_embed_strides`` take one int or one value per stage, ``cross_embed_kernel_sizes``
+    one sequence of kernel sizes per stage. Stage ``s`` (``stages_{s}``) embeds its input with
+    one convolution per kernel size, concatenated to ``dim[s]`` channels, then runs ``depth[s]``
+    :class:`CrossFormerBlock` s. A stage with layers needs a map whose sides are multiples of
+    both window sizes (:meth:`input_sizes`, :meth:`stage_sizes`). ``attn_dropout`` acts on the
+    attention weights, ``ff_dropout`` inside the feed-forwards; ``to_logits`` classifies the mean.
     """
 
     dim: int | Sequence[int] = (64, 128, 256, 512)
@@ -258,9 +209,45 @@ class CrossFormer(nn.Module):
         sizes = []
         for config in self.stage_configs():
             kernel, stride = min(config["kernel_sizes"]), config["stride"]
-            height, width = conv_output_size(height, kernel, stride), conv_output_size(width, kernel, stride)
+            height, width = embedded_side(height, kernel, stride), embedded_side(width, kernel, stride)
             sizes.append((height, width))
         return sizes
+
+    def input_sizes(self) -> InputSizes:
+        """The smallest image side whose four stage maps fit their windows, and the step after
+        which the accepted sides repeat. Sides that round down through the strides to the same
+        maps as an accepted side are accepted too. A ``ValueError`` when no side fits.
+        """
+        # Backwards over the stages: the sides a stage takes as input are {x >= low : x % period
+        # in residues}, since its embedding maps x + stride * p to (x - shift) // stride + p.
+        low, period, residues = 1, 1, {0}
+        for s, config in reversed(list(enumerate(self.stage_configs(), start=1))):
+            windows = (config["local_window_size"], config["global_window_size"])
+            window = math.lcm(*windows) if config["depth"] > 0 else 1
+            out_period = math.lcm(period, window)
+            outputs = {y for y in range(out_period) if y % period in residues and y % window == 0}
+            stride = config["stride"]
+            parities = {(k - stride) % 2 for k in config["kernel_sizes"]}
+            shift = max(parities)  # an odd kernel - stride gives (x - 1) // stride
+            period = stride * out_period
+            # kernels of both parities agree only on sides that are not multiples of the stride
+            residues = {
+                x
+                for x in range(period)
+                if (x - shift) // stride % out_period in outputs and (len(parities) == 1 or x % stride)
+            }
+            low = stride * low + shift
+            if not residues:
+                raise ValueError(
+                    f"CrossFormer: no image size fits the windows of stage {s} and the stages after it"
+                )
+        smallest = min(r + period * -((r - low) // period) for r in residues)
+        step = min(
+            d
+            for d in range(1, period + 1)
+            if period % d == 0 and all((r + d) % period in residues for r in residues)
+        )
+        return InputSizes(smallest, step)
 
     def _check_stage_sizes(self, img: Array) -> None:
         """Raise a ``ValueError`` naming the stage whose feature map these images do not fit."""
@@ -268,11 +255,9 @@ class CrossFormer(nn.Module):
         height, width = shape[1:3]
         for s, config in enumerate(self.stage_configs(), start=1):
             kernels, stride = sorted(config["kernel_sizes"]), config["stride"]
-            sizes = {
-                k: (conv_output_size(height, k, stride), conv_output_size(width, k, stride)) for k in kernels
-            }
+            sizes = {k: (embedded_side(height, k, stride), embedded_side(width, k, stride)) for k in kernels}
             if min(min(hw) for hw in sizes.values()) < 1:
-                smallest = max(k - 2 * ((k - stride) // 2) for k in kernels)
+                smallest = max(k - 2 * embedding_padding(k, stride) for k in kernels)
                 raise ValueError(
                     f"CrossFormer: images of shape {shape} give stage {s} a {height}x{width} input, too small "
                     f"for its cross-embedding convolutions (kernels {tuple(kernels)}, stride {stride}): "
@@ -310,19 +295,30 @@ class CrossFormer(nn.Module):
 
         x, features = img, []
         for s, config in enumerate(self.stage_configs()):
-            x = Stage(
-                **config,
+            dim = config["dim"]
+            embedding = functools.partial(
+                CrossEmbedLayer, dim, tuple(config["kernel_sizes"]), config["stride"], **dtypes
+            )
+            block = functools.partial(
+                CrossFormerBlock,
+                dim,
+                dim // DIM_HEAD,
+                DIM_HEAD,
+                dim * FF_MULT,
+                local_window_size=config["local_window_size"],
+                global_window_size=config["global_window_size"],
+                dropout=self.ff_dropout,
                 attn_dropout=self.attn_dropout,
-                ff_dropout=self.ff_dropout,
                 attention_implementation=self.attention_implementation,
-                remat=self.remat,
-                scan=self.scan,
-                name=f"layers_{s}",
                 **dtypes,
-            )(x, train=train)
+            )
+            stage = Stage(
+                embedding, block, config["depth"], remat=self.remat, scan=self.scan, name=f"stages_{s}"
+            )
+            x = stage(x, train=train)
             features.append(x)
         if return_features:
             return tuple(features)
 
         x = x.mean(axis=(1, 2))  # Reduce('b c h w -> b c', 'mean')
-        return nn.Dense(self.num_classes, name="to_logits", **dtypes)(x)
+        return Dense(self.num_classes, name="to_logits", **dtypes)(x)

@@ -29,12 +29,10 @@ def relative_position_indices(window_size: int) -> np.ndarray:
     ``(dy, dx) = pos_i - pos_j`` in ``[-(w - 1), w - 1]``, the index is
     ``(dy + w - 1) * (2w - 1) + (dx + w - 1)``: a position in a ``(2w - 1) ** 2`` table.
 
-    Quirk of the reference, reproduced on purpose: the table it indexes is the MLP's output
-    on :func:`relative_positions`, which has ``(2w + 1) ** 2`` entries with a row stride of
-    ``2w + 1``, not ``2w - 1``. So an index does not pick the bias of the offset it was
-    computed from (index ``0``, for ``(dy, dx) = (-(w - 1), -(w - 1))``, picks the bias of
-    ``(-w, -w)``), only the first ``(2w - 1) ** 2`` entries are ever used, and which offset's
-    bias a pair gets follows this arithmetic, which must be copied for parity.
+    Quirk of the reference, copied for parity: the table it indexes, the MLP's output on
+    :func:`relative_positions`, has ``(2w + 1) ** 2`` entries with row stride ``2w + 1``, so
+    an index does not pick the bias of its own offset (index ``0``, for ``(-(w - 1), -(w - 1))``,
+    picks that of ``(-w, -w)``) and only the first ``(2w - 1) ** 2`` entries are ever used.
     """
     pos = np.arange(window_size)
     grid = np.stack(np.meshgrid(pos, pos, indexing="ij"))

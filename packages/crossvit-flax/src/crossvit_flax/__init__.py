@@ -2,21 +2,21 @@
 
 from importlib.metadata import version
 
+from crossvit_flax.configs import CONFIGS
 from crossvit_flax.convert import from_vit_pytorch
-from crossvit_flax.cross_attention import CrossAttention, CrossTransformer, ProjectedCrossAttention
-from crossvit_flax.cross_vit import CrossViT, ImageEmbedder
-from crossvit_flax.multi_scale_encoder import MultiScaleBlock, MultiScaleEncoder
+from crossvit_flax.cross_attention import CrossAttention, CrossAttentionLayer, CrossTransformer
+from crossvit_flax.cross_vit import CrossViT, ImageEmbedder, MultiScaleBlock
 from vit_layers_flax import load_torch_state_dict
 
 __version__ = version("crossvit-flax")
 __all__ = [
+    "CONFIGS",
     "CrossAttention",
+    "CrossAttentionLayer",
     "CrossTransformer",
     "CrossViT",
     "ImageEmbedder",
     "MultiScaleBlock",
-    "MultiScaleEncoder",
-    "ProjectedCrossAttention",
     "from_vit_pytorch",
     "load_torch_state_dict",
 ]

@@ -12,9 +12,9 @@ import numpy as np
 from crossvit_flax.cross_vit import CrossViT
 from vit_layers_flax import (
     StateDict,
+    classifier_head_params,
     feed_forward_params,
-    finalize,
-    mlp_head_params,
+    model_variables,
     patch_embedding_params,
 )
 
@@ -45,15 +45,13 @@ def _transformer_params(sd: StateDict, prefix: str, depth: int) -> dict[str, Any
     return params
 
 
-def _projected_cross_attention_params(sd: StateDict, prefix: str, project: bool) -> dict[str, Any]:
-    """``ProjectInOut(Attention)`` -> :class:`crossvit_flax.ProjectedCrossAttention` params."""
-    params: dict[str, Any] = {
-        "attn": {
-            "norm": sd.layer_norm(f"{prefix}.fn.norm"),
-            "to_q": sd.linear(f"{prefix}.fn.to_q", bias=False),
-            "to_kv": sd.linear(f"{prefix}.fn.to_kv", bias=False),
-            "to_out": sd.linear(f"{prefix}.fn.to_out.0"),
-        }
+def _cross_attention_params(sd: StateDict, prefix: str, project: bool) -> dict[str, Any]:
+    """``ProjectInOut(Attention)`` -> :class:`crossvit_flax.CrossAttention` params."""
+    params = {
+        "norm": sd.layer_norm(f"{prefix}.fn.norm"),
+        "to_q": sd.linear(f"{prefix}.fn.to_q", bias=False),
+        "to_kv": sd.linear(f"{prefix}.fn.to_kv", bias=False),
+        "to_out": sd.linear(f"{prefix}.fn.to_out.0"),
     }
     if project:
         params["project_in"] = sd.linear(f"{prefix}.project_in")
@@ -66,24 +64,21 @@ def _image_embedder_params(sd: StateDict, prefix: str) -> dict[str, Any]:
     lose their leading axis."""
     return {
         "to_patch_embedding": patch_embedding_params(sd, f"{prefix}.to_patch_embedding"),
-        "pos_embedding": sd[f"{prefix}.pos_embedding"][0],
-        "cls_token": sd[f"{prefix}.cls_token"][0],
+        "embedding": {
+            "cls_token": sd[f"{prefix}.cls_token"][0],
+            "pos_embedding": sd[f"{prefix}.pos_embedding"][0],
+        },
     }
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: CrossViT) -> dict[str, Any]:
     """``torch_cross_vit.state_dict()`` -> the variables dict for ``model.apply``.
 
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`CrossViT` with the same hyperparameters. Name map:
     ``multi_scale_encoder.layers.{i}.0`` / ``.1`` / ``.2`` -> ``layers_{i}/sm_enc`` /
-    ``layers_{i}/lg_enc`` / ``layers_{i}/cross_attend`` (stacked under ``layers`` with
-    ``scan=True``); inside a cross transformer ``layers.{j}.0`` / ``.1`` ->
-    ``sm_attend_lg_{j}`` / ``lg_attend_sm_{j}`` and ``fn`` -> ``attn``; the branch
-    attentions' ``to_q`` and ``to_kv`` are fused into ``to_qkv``. Raises
-    :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing, unexpected
-    and mis-shaped entries. Read a checkpoint file with
-    :func:`vit_layers_flax.load_torch_state_dict`.
+    ``layers_{i}/lg_enc`` / ``layers_{i}/cross_attend``; inside a cross transformer
+    ``layers.{j}.0`` / ``.1`` -> ``layers_{j}/sm_attend_lg`` / ``layers_{j}/lg_attend_sm``,
+    whose ``fn`` (the attention) is flattened beside ``project_in`` / ``project_out``; the
+    branch attentions' ``to_q`` and ``to_kv`` are fused into ``to_qkv``.
     """
     sd = StateDict(state_dict)
     project = model.sm_dim != model.lg_dim
@@ -94,17 +89,20 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CrossViT) -> dict[str
             "sm_enc": _transformer_params(sd, f"{prefix}.0", model.sm_enc_depth),
             "lg_enc": _transformer_params(sd, f"{prefix}.1", model.lg_enc_depth),
             "cross_attend": {
-                name: _projected_cross_attention_params(sd, f"{prefix}.2.layers.{j}.{k}", project)
+                f"layers_{j}": {
+                    name: _cross_attention_params(sd, f"{prefix}.2.layers.{j}.{k}", project)
+                    for k, name in enumerate(("sm_attend_lg", "lg_attend_sm"))
+                }
                 for j in range(model.cross_attn_depth)
-                for k, name in enumerate((f"sm_attend_lg_{j}", f"lg_attend_sm_{j}"))
             },
         }
     params = {
         "sm_image_embedder": _image_embedder_params(sd, "sm_image_embedder"),
         "lg_image_embedder": _image_embedder_params(sd, "lg_image_embedder"),
         "multi_scale_encoder": encoder,
-        "sm_mlp_head": mlp_head_params(sd, "sm_mlp_head"),
-        "lg_mlp_head": mlp_head_params(sd, "lg_mlp_head"),
+        "sm_mlp_head": classifier_head_params(sd, "sm_mlp_head"),
+        "lg_mlp_head": classifier_head_params(sd, "lg_mlp_head"),
     }
-    sample = jax.ShapeDtypeStruct((1, model.image_size, model.image_size, model.channels), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+    side = model.input_sizes().smallest
+    sample = jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32)
+    return model_variables(sd, {"params": params}, model, sample)

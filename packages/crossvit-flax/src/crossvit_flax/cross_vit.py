@@ -3,24 +3,33 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import flax.linen as nn
 import jax.numpy as jnp
-from einops import repeat
 
-from crossvit_flax.multi_scale_encoder import MultiScaleEncoder
-from vit_layers_flax import MlpHead, PatchEmbedding, check_config, check_images
+from crossvit_flax.cross_attention import CrossAttention, CrossAttentionLayer, CrossTransformer
+from vit_layers_flax import (
+    Attention,
+    ClassifierHead,
+    InputSizes,
+    PatchEmbedding,
+    TokenEmbedding,
+    Transformer,
+    TransformerBlock,
+    check_config,
+    check_images,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 
 class ImageEmbedder(nn.Module):
-    """Patch tokens with a class token prepended and a learned position embedding added.
+    """One branch's tokens: ``(batch, height, width, channels) -> (batch, 1 + num_patches, dim)``.
 
-    ``(batch, height, width, channels) -> (batch, 1 + num_patches, dim)``.
-
-    ``patchify (p1 p2 c) -> LayerNorm -> Dense(dim) -> LayerNorm`` (``to_patch_embedding``),
-    then ``[cls_token, patches] + pos_embedding`` and ``Dropout(dropout)`` in training.
-    ``pos_embedding`` is ``(1 + num_patches, dim)`` and ``cls_token`` ``(1, dim)``: the
-    reference's ``(1, N + 1, dim)`` and ``(1, 1, dim)`` without their batch axis.
+    The shared :class:`~vit_layers_flax.PatchEmbedding` (``to_patch_embedding``) and
+    :class:`~vit_layers_flax.TokenEmbedding` (``embedding``: class token, position
+    embedding, ``dropout``).
     """
 
     dim: int
@@ -31,44 +40,50 @@ class ImageEmbedder(nn.Module):
 
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
-        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = PatchEmbedding(self.dim, (self.patch_size, self.patch_size), name="to_patch_embedding", **dtypes)(
-            img
+        patch_size = (self.patch_size, self.patch_size)
+        x = PatchEmbedding(
+            self.dim, patch_size, name="to_patch_embedding", dtype=self.dtype, param_dtype=self.param_dtype
+        )(img)
+        return TokenEmbedding(dropout=self.dropout, param_dtype=self.param_dtype, name="embedding")(
+            x, train=train
         )
-        init = nn.initializers.normal(stddev=1.0)  # torch.randn
-        pos_embedding = self.param("pos_embedding", init, (x.shape[1] + 1, self.dim), self.param_dtype)
-        cls_token = self.param("cls_token", init, (1, self.dim), self.param_dtype)
 
-        cls_tokens = repeat(cls_token.astype(x.dtype), "n d -> b n d", b=x.shape[0])
-        x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embedding.astype(x.dtype)
-        return nn.Dropout(self.dropout)(x, deterministic=not train)
+
+class MultiScaleBlock(nn.Module):
+    """One multi-scale block (the reference's ``multi_scale_encoder.layers.{i}``): each branch's
+    own transformer encoder, then cross-attention fusion of the class tokens.
+
+    ``(sm_tokens, lg_tokens)`` of shapes ``(batch, 1 + sm_patches, sm_dim)`` and
+    ``(batch, 1 + lg_patches, lg_dim)`` in and out. ``sm_encoder``, ``lg_encoder`` and
+    ``cross_transformer`` build, from a ``name``, the small branch's encoder (``sm_enc``, the
+    reference's ``.0``), the large branch's (``lg_enc``, ``.1``) and the
+    :class:`~crossvit_flax.CrossTransformer` (``cross_attend``, ``.2``).
+    """
+
+    sm_encoder: Callable[..., nn.Module]
+    lg_encoder: Callable[..., nn.Module]
+    cross_transformer: Callable[..., nn.Module]
+
+    @nn.compact
+    def __call__(self, tokens: tuple[Array, Array], *, train: bool = False) -> tuple[Array, Array]:
+        sm_tokens, lg_tokens = tokens
+        sm_tokens = self.sm_encoder(name="sm_enc")(sm_tokens, train=train)
+        lg_tokens = self.lg_encoder(name="lg_enc")(lg_tokens, train=train)
+        return self.cross_transformer(name="cross_attend")(sm_tokens, lg_tokens, train=train)
 
 
 class CrossViT(nn.Module):
-    """Dual-branch vision transformer fused by class-token cross-attention.
+    """CrossViT (Chen, Fan and Panda, 2021; ICCV, arXiv:2103.14899): a dual-branch vision
+    transformer fused by class-token cross-attention. ``(batch, image_size, image_size,
+    channels) -> (batch, num_classes)``.
 
-    ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
-
-    The image is embedded twice: into small patches (``sm_patch_size``, width ``sm_dim``)
-    and into large ones (``lg_patch_size``, width ``lg_dim``), each with its own class
-    token. ``depth`` multi-scale blocks then run each branch's transformer encoder
-    (``sm_enc_*``, ``lg_enc_*``) followed by ``cross_attn_depth`` rounds of cross-attention
-    in which each branch's class token attends to itself and the other branch's patch
-    tokens (projected between the widths when they differ). Each class token goes through
-    its own ``LayerNorm -> Dense`` head and the two logits are summed.
-
-    Attributes follow vit-pytorch's ``CrossViT``, with its defaults (``dropout`` and
-    ``emb_dropout`` are 0.1 there). ``image_size`` is an int (square images, as the
-    reference) divisible by both patch sizes. ``dropout`` acts in the attention (weights
-    and output) and feed-forward blocks, ``emb_dropout`` after the position embeddings,
-    both only when ``train=True`` (rng stream ``'dropout'``). ``remat`` rematerialises each
-    branch-transformer layer in the backward pass; ``attention_implementation`` is passed
-    to :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``).
-    ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    The image is embedded into small patches (``sm_patch_size``, width ``sm_dim``) and large
+    ones (``lg_patch_size``, ``lg_dim``). ``depth`` :class:`MultiScaleBlock` s run each
+    branch's encoder (``sm_enc_*``, ``lg_enc_*``), then ``cross_attn_depth`` rounds of
+    :class:`~crossvit_flax.CrossAttention`. Each class token has its own ``LayerNorm -> Dense``
+    head and the logits are summed. ``image_size`` (square) must be divisible by both patch
+    sizes; ``dropout`` acts in the attention and feed-forward blocks, ``emb_dropout`` after
+    the position embeddings. The defaults are the reference's.
     """
 
     image_size: int
@@ -133,6 +148,10 @@ class CrossViT(nn.Module):
         )
         super().__post_init__()
 
+    def input_sizes(self) -> InputSizes:
+        """The one image side the position embeddings fit: ``image_size``."""
+        return InputSizes(self.image_size)
+
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
         size = (self.image_size, self.image_size)
@@ -146,29 +165,53 @@ class CrossViT(nn.Module):
             self.lg_dim, self.lg_patch_size, self.emb_dropout, name="lg_image_embedder", **dtypes
         )(img, train=train)
 
-        sm_tokens, lg_tokens = MultiScaleEncoder(
-            depth=self.depth,
-            sm_dim=self.sm_dim,
-            lg_dim=self.lg_dim,
-            sm_enc_depth=self.sm_enc_depth,
-            sm_enc_heads=self.sm_enc_heads,
-            sm_enc_mlp_dim=self.sm_enc_mlp_dim,
-            sm_enc_dim_head=self.sm_enc_dim_head,
-            lg_enc_depth=self.lg_enc_depth,
-            lg_enc_heads=self.lg_enc_heads,
-            lg_enc_mlp_dim=self.lg_enc_mlp_dim,
-            lg_enc_dim_head=self.lg_enc_dim_head,
-            cross_attn_heads=self.cross_attn_heads,
-            cross_attn_depth=self.cross_attn_depth,
-            cross_attn_dim_head=self.cross_attn_dim_head,
-            dropout=self.dropout,
-            remat=self.remat,
-            scan=self.scan,
-            attention_implementation=self.attention_implementation,
-            name="multi_scale_encoder",
-            **dtypes,
-        )(sm_tokens, lg_tokens, train=train)
+        stacks = dict(remat=self.remat, scan=self.scan)
+        attention = functools.partial(
+            Attention, project_out=True, implementation=self.attention_implementation
+        )  # the reference's branch attentions always project out
 
-        sm_logits = MlpHead(self.num_classes, name="sm_mlp_head", **dtypes)(sm_tokens[:, 0])
-        lg_logits = MlpHead(self.num_classes, name="lg_mlp_head", **dtypes)(lg_tokens[:, 0])
+        def encoder(
+            dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int
+        ) -> Callable[..., nn.Module]:
+            block = functools.partial(
+                TransformerBlock,
+                dim,
+                heads,
+                dim_head,
+                mlp_dim,
+                dropout=self.dropout,
+                attention=attention,
+                **dtypes,
+            )
+            return functools.partial(Transformer, depth, block, **stacks, **dtypes)
+
+        cross_attention = functools.partial(
+            CrossAttention,
+            heads=self.cross_attn_heads,
+            dim_head=self.cross_attn_dim_head,
+            dropout=self.dropout,
+            implementation=self.attention_implementation,
+            **dtypes,
+        )
+        block = functools.partial(
+            MultiScaleBlock,
+            encoder(
+                self.sm_dim, self.sm_enc_depth, self.sm_enc_heads, self.sm_enc_dim_head, self.sm_enc_mlp_dim
+            ),
+            encoder(
+                self.lg_dim, self.lg_enc_depth, self.lg_enc_heads, self.lg_enc_dim_head, self.lg_enc_mlp_dim
+            ),
+            functools.partial(
+                CrossTransformer,
+                self.cross_attn_depth,
+                functools.partial(CrossAttentionLayer, self.sm_dim, self.lg_dim, cross_attention),
+                **stacks,
+            ),
+        )
+        sm_tokens, lg_tokens = Transformer(
+            self.depth, block, final_norm=False, scan=self.scan, name="multi_scale_encoder", **dtypes
+        )((sm_tokens, lg_tokens), train=train)
+
+        sm_logits = ClassifierHead(self.num_classes, name="sm_mlp_head", **dtypes)(sm_tokens[:, 0])
+        lg_logits = ClassifierHead(self.num_classes, name="lg_mlp_head", **dtypes)(lg_tokens[:, 0])
         return sm_logits + lg_logits

@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from cvt_flax.cvt import CvT
-from vit_layers_flax import StateDict, finalize
+from vit_layers_flax import StateDict, conv_feed_forward_params, model_variables
 
 
-def _depthwise_separable(sd: StateDict, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _separable_conv(sd: StateDict, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``DepthWiseConv2d`` (``net`` = depthwise conv, BatchNorm2d, 1 x 1 conv; no biases in
     CvT's attention) -> (params, batch_stats)."""
     bn, stats = sd.batch_norm(f"{prefix}.net.1")
@@ -26,9 +23,9 @@ def _depthwise_separable(sd: StateDict, prefix: str) -> tuple[dict[str, Any], di
 
 def _block(sd: StateDict, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``Transformer.layers.{i}`` (``0`` attention, ``1`` feed-forward) -> (params, batch_stats)."""
-    attn, ff = f"{prefix}.0", f"{prefix}.1"
-    to_q, to_q_stats = _depthwise_separable(sd, f"{attn}.to_q")
-    to_kv, to_kv_stats = _depthwise_separable(sd, f"{attn}.to_kv")
+    attn = f"{prefix}.0"
+    to_q, to_q_stats = _separable_conv(sd, f"{attn}.to_q")
+    to_kv, to_kv_stats = _separable_conv(sd, f"{attn}.to_kv")
     params = {
         "attn": {
             "norm": sd.chan_layer_norm(f"{attn}.norm"),
@@ -36,24 +33,16 @@ def _block(sd: StateDict, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
             "to_kv": to_kv,
             "to_out": sd.pointwise(f"{attn}.to_out.0"),
         },
-        "ff": {
-            "norm": sd.chan_layer_norm_as_layer_norm(f"{ff}.net.0"),
-            "fc1": sd.pointwise(f"{ff}.net.1"),
-            "fc2": sd.pointwise(f"{ff}.net.4"),
-        },
+        "ff": conv_feed_forward_params(sd, f"{prefix}.1.net"),
     }
     return params, {"attn": {"to_q": to_q_stats, "to_kv": to_kv_stats}}
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: CvT) -> dict[str, Any]:
-    """``torch_cvt.state_dict()`` -> the variables dict (``params`` and ``batch_stats``) for ``model.apply``.
+    """``torch_cvt.state_dict()`` -> the variables (``params`` and ``batch_stats``) for ``model.apply``.
 
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`CvT` with the same hyperparameters. Stage ``s`` is the
-    reference's ``layers.{s}`` (``0`` embedding conv, ``1`` channel LayerNorm, ``2``
-    transformer); the BatchNorms' running statistics go to ``batch_stats``
-    (``num_batches_tracked`` is dropped). Raises :class:`vit_layers_flax.ConversionError`
-    (a ``ValueError``) listing missing, unexpected and mis-shaped entries.
+    Stage ``s`` is the reference's ``layers.{s}`` (``0`` embedding conv, ``1`` channel
+    LayerNorm, ``2`` transformer); the BatchNorms' running statistics go to ``batch_stats``.
     """
     sd = StateDict(state_dict)
     params: dict[str, Any] = {}
@@ -61,16 +50,15 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CvT) -> dict[str, Any
     for s in range(3):
         prefix = f"layers.{s}"
         blocks = [_block(sd, f"{prefix}.2.layers.{i}") for i in range(model.stage_config(s + 1)["depth"])]
-        params[f"layers_{s}"] = {
+        params[f"stages_{s}"] = {
             "conv": sd.conv2d(f"{prefix}.0"),
             "norm": sd.chan_layer_norm(f"{prefix}.1"),
             "transformer": {f"layers_{i}": p for i, (p, _) in enumerate(blocks)},
         }
         if blocks:
-            batch_stats[f"layers_{s}"] = {
+            batch_stats[f"stages_{s}"] = {
                 "transformer": {f"layers_{i}": b for i, (_, b) in enumerate(blocks)}
             }
     params["to_logits"] = sd.linear("to_logits.2")
     variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
-    sample = jax.ShapeDtypeStruct((1, 32, 32, model.channels), jnp.float32)
-    return finalize(sd, variables, model, sample)
+    return model_variables(sd, variables, model)

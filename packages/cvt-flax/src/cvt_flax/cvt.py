@@ -1,12 +1,24 @@
-"""CvT: "Introducing Convolutions to Vision Transformers" (Wu et al., 2021), after vit-pytorch's ``cvt.py``."""
+"""CvT, after vit-pytorch's ``cvt.py``."""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from cvt_flax.attention import ConvAttention
-from vit_layers_flax import ChanLayerNorm, Transformer, check_config, check_images
+from vit_layers_flax import (
+    Conv,
+    Dense,
+    InputSizes,
+    LayerNorm,
+    Transformer,
+    TransformerBlock,
+    check_config,
+    check_images,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 #: the reference's attention always has 64 channels per head (its ``Transformer`` does not pass ``dim_head``).
@@ -25,25 +37,19 @@ STAGE_FIELDS = (
 
 
 class Stage(nn.Module):
-    """One CvT stage: convolutional token embedding, channel LayerNorm, transformer.
+    """One CvT stage: ``(batch, H, W, C) -> (batch, H', W', emb_dim)``.
 
-    ``(batch, H, W, C) -> (batch, H', W', emb_dim)`` with ``H' = (H + 2 * (emb_kernel // 2)
-    - emb_kernel) // emb_stride + 1`` (and likewise ``W'``). Parameters ``conv`` (the
-    reference's ``layers.{s}.0``, a strided convolution with bias), ``norm`` (``.1``, ``g``,
-    ``b``) and ``transformer`` (``.2``, the shared :class:`vit_layers_flax.Transformer` of
-    :class:`~cvt_flax.attention.ConvAttention` blocks, without final norm).
+    The convolutional token embedding (``conv``, the reference's ``layers.{s}.0``: kernel
+    ``emb_kernel``, stride ``emb_stride``, padding ``emb_kernel // 2``), a LayerNorm over the
+    channels (``norm``, ``.1``) and ``depth`` blocks built by ``block`` (``transformer``,
+    ``.2``, without final norm).
     """
 
     emb_dim: int
     emb_kernel: int
     emb_stride: int
-    proj_kernel: int
-    kv_proj_stride: int
-    heads: int
     depth: int
-    mlp_mult: int
-    dropout: float = 0.0
-    attention_implementation: str | None = None
+    block: Callable[..., nn.Module]
     remat: bool = False
     scan: bool = False
     dtype: Dtype | None = None
@@ -52,66 +58,32 @@ class Stage(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        pad = self.emb_kernel // 2
-        x = nn.Conv(
-            self.emb_dim,
-            (self.emb_kernel, self.emb_kernel),
-            strides=(self.emb_stride, self.emb_stride),
-            padding=((pad, pad), (pad, pad)),
-            name="conv",
-            **dtypes,
-        )(x)
-        x = ChanLayerNorm(name="norm", **dtypes)(x)
-        # vit-pytorch's cvt.Transformer is the shared stack of pre-norm residual blocks, with
-        # the convolutional attention; its feed-forward (channel LayerNorm, 1 x 1 convs) is the
-        # shared FeedForward on the channel axis of the NHWC map. No final norm.
-        return Transformer(
-            self.emb_dim,
+        conv = Conv(
+            self.emb_dim, self.emb_kernel, self.emb_stride, self.emb_kernel // 2, name="conv", **dtypes
+        )
+        x = LayerNorm(name="norm", **dtypes)(conv(x))
+        transformer = Transformer(
             self.depth,
-            self.heads,
-            DIM_HEAD,
-            self.emb_dim * self.mlp_mult,
-            dropout=self.dropout,
+            self.block,
             final_norm=False,
-            attention_cls=ConvAttention,
-            attention_kwargs={
-                "proj_kernel": self.proj_kernel,
-                "kv_proj_stride": self.kv_proj_stride,
-                "implementation": self.attention_implementation,
-            },
             remat=self.remat,
             scan=self.scan,
             name="transformer",
             **dtypes,
-        )(x, train=train)
+        )
+        return transformer(x, train=train)
 
 
 class CvT(nn.Module):
-    """Convolutional vision Transformer: three stages of conv embedding + conv-projection attention.
+    """Convolutional vision Transformer (Wu et al., 2021, arXiv:2103.15808, ICCV 2021).
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``, for any ``height`` and
-    ``width`` (the model is fully convolutional; each stage's embedding divides the size by
-    about its stride).
-
-    Attributes follow vit-pytorch's ``CvT``: for each stage ``s1``, ``s2``, ``s3`` the
-    embedding width ``emb_dim``, kernel ``emb_kernel`` and stride ``emb_stride`` of the
-    token-embedding convolution (padding ``emb_kernel // 2``), the kernel ``proj_kernel``
-    of the depthwise-separable query/key/value projections and the stride
-    ``kv_proj_stride`` of the key/value one, ``heads`` (of 64 channels each), ``depth``
-    and the feed-forward expansion ``mlp_mult``. The last stage's map is averaged over
-    space and classified by ``to_logits`` (a ``Dense``). ``dropout`` acts on the attention
-    weights and after the attention and feed-forward projections, only when
-    ``train=True`` (rng stream ``'dropout'``). The projections' BatchNorms use batch
-    statistics when ``train=True`` (updating ``batch_stats`` when it is passed as mutable,
-    ``mutable=['batch_stats']``) and the running averages otherwise.
-    ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention`
-    (``None``, ``'xla'`` or ``'cudnn'``); ``remat`` rematerialises each transformer block in
-    the backward pass (less memory, same results). ``dtype`` is the computation dtype,
-    ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    ``(batch, height, width, channels) -> (batch, num_classes)`` for any height and width:
+    three :class:`Stage` s (``stages_{s}``) of convolutional token embedding and
+    :class:`~cvt_flax.attention.ConvAttention` blocks, the last map averaged over space and
+    classified by ``to_logits``. For each stage ``s1`` to ``s3``: ``emb_dim``, ``emb_kernel``
+    and ``emb_stride`` of the token embedding, ``proj_kernel`` (odd) and ``kv_proj_stride``
+    of the attention's projections, ``heads`` (of 64 channels), ``depth`` and ``mlp_mult``.
+    ``dropout`` acts on the attention weights and after every projection.
     """
 
     num_classes: int
@@ -151,6 +123,10 @@ class CvT(nn.Module):
         """The ``s{stage}_*`` attributes (``stage`` 1, 2 or 3) without their prefix."""
         return {name: getattr(self, f"s{stage}_{name}") for name in STAGE_FIELDS}
 
+    def input_sizes(self) -> InputSizes:
+        """Every height and width: the model is fully convolutional."""
+        return InputSizes(1, 1)
+
     def __post_init__(self):
         check_config(self.num_classes > 0, f"CvT: num_classes must be positive, received {self.num_classes}")
         check_config(self.channels > 0, f"CvT: channels must be positive, received {self.channels}")
@@ -174,18 +150,35 @@ class CvT(nn.Module):
     def __call__(self, img: Array, *, train: bool = False) -> Array:
         check_images(img, channels=self.channels, name="CvT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-
         x = img
         for stage in (1, 2, 3):
-            x = Stage(
-                **self.stage_config(stage),
+            config = self.stage_config(stage)
+            attention = functools.partial(
+                ConvAttention,
+                proj_kernel=config["proj_kernel"],
+                kv_proj_stride=config["kv_proj_stride"],
+                implementation=self.attention_implementation,
+            )
+            block = functools.partial(
+                TransformerBlock,
+                config["emb_dim"],
+                config["heads"],
+                DIM_HEAD,
+                config["emb_dim"] * config["mlp_mult"],
                 dropout=self.dropout,
-                attention_implementation=self.attention_implementation,
+                attention=attention,
+                **dtypes,
+            )
+            x = Stage(
+                config["emb_dim"],
+                config["emb_kernel"],
+                config["emb_stride"],
+                config["depth"],
+                block,
                 remat=self.remat,
                 scan=self.scan,
-                name=f"layers_{stage - 1}",
+                name=f"stages_{stage - 1}",
                 **dtypes,
             )(x, train=train)
-
         x = x.mean(axis=(1, 2))  # AdaptiveAvgPool2d(1)
-        return nn.Dense(self.num_classes, name="to_logits", **dtypes)(x)
+        return Dense(self.num_classes, name="to_logits", **dtypes)(x)

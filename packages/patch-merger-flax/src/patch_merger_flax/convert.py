@@ -10,7 +10,13 @@ import jax.numpy as jnp
 
 from patch_merger_flax.patch_merger import PatchMerger
 from patch_merger_flax.vit import ViT
-from vit_layers_flax import StateDict, finalize, pair, patch_embedding_params, transformer_params
+from vit_layers_flax import (
+    Attention,
+    StateDict,
+    model_variables,
+    patch_embedding_params,
+    transformer_params,
+)
 
 
 def patch_merger_params(sd: StateDict, prefix: str = "") -> dict[str, Any]:
@@ -20,21 +26,16 @@ def patch_merger_params(sd: StateDict, prefix: str = "") -> dict[str, Any]:
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: ViT | PatchMerger) -> dict[str, Any]:
-    """A reference ``state_dict`` -> the variables dict for ``model.apply``.
-
-    ``model`` is either a :class:`ViT` (for ``vit_with_patch_merger.ViT().state_dict()``) or
-    a standalone :class:`PatchMerger` (for ``vit_with_patch_merger.PatchMerger().state_dict()``),
-    with the same hyperparameters as the torch module. ``state_dict`` maps names to torch
-    tensors or numpy arrays (torch is not imported). Raises
-    :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing, unexpected
-    and mis-shaped entries.
-    """
+    """A reference ``state_dict`` -> the variables for ``model.apply``: a :class:`ViT` for
+    ``vit_with_patch_merger.ViT().state_dict()``, a standalone :class:`PatchMerger` for
+    ``vit_with_patch_merger.PatchMerger().state_dict()``, with the torch module's
+    hyperparameters."""
     sd = StateDict(state_dict)
     if isinstance(model, PatchMerger):
         sample = jax.ShapeDtypeStruct((1, 1, model.dim), jnp.float32)
-        return finalize(sd, {"params": patch_merger_params(sd)}, model, sample)
+        return model_variables(sd, {"params": patch_merger_params(sd)}, model, sample)
 
-    projects_out = not (model.heads == 1 and model.dim_head == model.dim)
+    projects_out = Attention(model.dim, model.heads, model.dim_head).projects_out
     transformer = transformer_params(
         sd, "transformer", model.depth, to_out="to_out.0" if projects_out else None
     )
@@ -44,9 +45,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: ViT | PatchMerger) ->
     transformer["patch_merger"] = patch_merger_params(sd, "transformer.patch_merger")
     params = {
         "to_patch_embedding": patch_embedding_params(sd, "to_patch_embedding"),
-        "pos_embedding": sd["pos_embedding"][0],  # (1, n + 1, dim) -> (n + 1, dim)
+        "embedding": {"pos_embedding": sd["pos_embedding"][0]},  # (1, n + 1, dim) -> (n + 1, dim)
         "transformer": transformer,
         "mlp_head": sd.linear("mlp_head.1"),  # mlp_head.0 is the mean Reduce
     }
-    sample = jax.ShapeDtypeStruct((1, *pair(model.image_size), model.channels), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+    # the configured size itself: a non-square one is not an InputSizes
+    return model_variables(sd, {"params": params}, model)

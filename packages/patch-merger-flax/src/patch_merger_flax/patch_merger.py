@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from vit_layers_flax import LayerNorm, check_config
+from vit_layers_flax import DotProductAttention, LayerNorm, check_config
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -16,8 +15,9 @@ class PatchMerger(nn.Module):
     ``x = LayerNorm(x)``, then each of ``num_tokens_out`` learned queries ``(num_tokens_out,
     dim)`` attends over the normalised tokens with ``softmax(queries @ x^T * dim ** -0.5)``
     and returns the weighted sum of the normalised tokens, as vit-pytorch's
-    ``vit_with_patch_merger.PatchMerger``, through :func:`jax.nn.dot_product_attention`
-    (one head). Parameters ``norm`` and ``queries``. Works on any number of input tokens.
+    ``vit_with_patch_merger.PatchMerger``, through one head of
+    :class:`~vit_layers_flax.DotProductAttention`. Parameters ``norm`` and ``queries``.
+    Works on any number of input tokens.
     """
 
     dim: int
@@ -46,4 +46,4 @@ class PatchMerger(nn.Module):
         # which are both keys and values
         q = jnp.broadcast_to(queries.astype(x.dtype), (x.shape[0], *queries.shape))[:, :, None, :]
         kv = x[:, :, None, :]
-        return jax.nn.dot_product_attention(q, kv, kv, scale=self.dim**-0.5)[:, :, 0, :]
+        return DotProductAttention(name="attend")(q, kv, kv)[:, :, 0, :]  # scale dim ** -0.5

@@ -1,28 +1,26 @@
-"""The transformer stack with a PatchMerger after one of its layers."""
+"""The transformer stack with a PatchMerger after one of its blocks."""
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from patch_merger_flax.patch_merger import PatchMerger
-from vit_layers_flax import LayerNorm, TransformerBlock, apply_blocks
+from vit_layers_flax import Attention, LayerNorm, TransformerBlock, apply_blocks
 from vit_layers_flax.typing import Array, Dtype
 
 
-class Transformer(nn.Module):
-    """``depth`` shared :class:`~vit_layers_flax.TransformerBlock` s with a :class:`PatchMerger`
-    (``patch_merger``) after block ``patch_merge_layer`` (1-based), then a final LayerNorm
-    ``norm``.
+class MergingTransformer(nn.Module):
+    """``depth`` :class:`~vit_layers_flax.TransformerBlock` s with a :class:`PatchMerger`
+    (``patch_merger``) after block ``patch_merge_layer`` (1-based), then a LayerNorm ``norm``.
 
-    ``(batch, tokens, dim) -> (batch, patch_merge_num_tokens, dim)``, as the ``Transformer`` of
-    vit-pytorch's ``vit_with_patch_merger.py``. The blocks before the merger are ``layers_0``
-    ... and those after it, which see the merged tokens, ``merged_layers_0`` ... (the
-    reference's ``layers.{patch_merge_layer}`` ...). ``remat=True`` rematerialises each block
-    in the backward pass; ``scan=True`` runs each of the two stacks as one ``nn.scan``
-    (``layers`` and ``merged_layers``, parameters with a leading axis; see
-    :func:`vit_layers_flax.apply_blocks`); ``attention_implementation`` goes to
-    :func:`jax.nn.dot_product_attention`.
+    ``(batch, tokens, dim) -> (batch, patch_merge_num_tokens, dim)``, as the ``Transformer``
+    of vit-pytorch's ``vit_with_patch_merger.py``. The blocks before the merger are
+    ``layers_0`` ... (one :func:`~vit_layers_flax.apply_blocks` stack), those after it, which
+    see the merged tokens, ``merged_layers_0`` ... (another; the reference's
+    ``layers.{patch_merge_layer}`` ...).
     """
 
     dim: int
@@ -42,29 +40,19 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        block_cls = TransformerBlock
-        if self.remat:  # under scan, CSE cannot undo the rematerialisation (flax's advice)
-            block_cls = nn.remat(block_cls, static_argnums=(2,), prevent_cse=not self.scan)
-
-        def make_block(name: str) -> nn.Module:
-            return block_cls(
-                self.dim,
-                self.heads,
-                self.dim_head,
-                self.mlp_dim,
-                dropout=self.dropout,
-                attention_kwargs={"implementation": self.attention_implementation},
-                name=name,
-                **dtypes,
-            )
-
-        x = apply_blocks(make_block, self.patch_merge_layer, x, train=train, scan=self.scan)
-        x = PatchMerger(self.dim, self.patch_merge_num_tokens, name="patch_merger", **dtypes)(x)
-        x = apply_blocks(
-            lambda name: make_block(f"merged_{name}"),
-            self.depth - self.patch_merge_layer,
-            x,
-            train=train,
-            scan=self.scan,
+        block = functools.partial(
+            TransformerBlock,
+            self.dim,
+            self.heads,
+            self.dim_head,
+            self.mlp_dim,
+            dropout=self.dropout,
+            attention=functools.partial(Attention, implementation=self.attention_implementation),
+            **dtypes,
         )
+        stack = dict(train=train, scan=self.scan, remat=self.remat)
+        x = apply_blocks(lambda name: block(name=name), self.patch_merge_layer, x, **stack)
+        x = PatchMerger(self.dim, self.patch_merge_num_tokens, name="patch_merger", **dtypes)(x)
+        merged_depth = self.depth - self.patch_merge_layer
+        x = apply_blocks(lambda name: block(name=f"merged_{name}"), merged_depth, x, **stack)
         return LayerNorm(name="norm", **dtypes)(x)

@@ -1,33 +1,34 @@
-"""ViT with a PatchMerger ("Learning to Merge Tokens in Vision Transformers", Renggli et al.,
-2022), after vit-pytorch's ``vit_with_patch_merger.py``."""
+"""ViT with a PatchMerger, after vit-pytorch's ``vit_with_patch_merger.py``."""
 
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from patch_merger_flax.transformer import Transformer
-from vit_layers_flax import PatchEmbedding, check_config, check_images, pair
+from patch_merger_flax.transformer import MergingTransformer
+from vit_layers_flax import (
+    Dense,
+    InputSizes,
+    PatchEmbedding,
+    TokenEmbedding,
+    check_config,
+    check_images,
+    pair,
+    pool_tokens,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 
 class ViT(nn.Module):
-    """Vision Transformer whose tokens are merged to ``patch_merge_num_tokens`` mid-way.
+    """Vision Transformer whose tokens are merged mid-way: ``(batch, H, W, channels) -> (batch, num_classes)``.
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``.
-
-    Attributes follow vit-pytorch's ``vit_with_patch_merger.ViT``: there is no class token;
-    after transformer block ``patch_merge_layer`` (1-based, default ``depth // 2``) a
-    :class:`~patch_merger_flax.PatchMerger` replaces the ``num_patches`` tokens by
+    Renggli, Susano Pinto, Houlsby, Mustafa, Puigcerver, Riquelme, "Learning to Merge Tokens
+    in Vision Transformers", 2022 (arXiv:2202.12015). Arguments are vit-pytorch's: there is
+    no class token; after block ``patch_merge_layer`` (1-based, default ``depth // 2``) a
+    :class:`~patch_merger_flax.PatchMerger` replaces the patch tokens by
     ``patch_merge_num_tokens`` ones, and the head classifies their mean. ``image_size`` and
-    ``patch_size`` take an int or a ``(height, width)`` pair. ``dropout`` acts in the
-    blocks, ``emb_dropout`` after the position embedding, both only when ``train=True``
-    (rng stream ``'dropout'``). ``remat`` rematerialises each block in the backward pass;
-    ``scan`` runs the blocks before the merger and those after it as one ``nn.scan`` each
-    (parameters stacked under ``layers`` and ``merged_layers``; ``from_vit_pytorch`` fills
-    that layout too): the same outputs, two blocks to compile instead of ``depth``;
-    ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention`.
-    ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
+    ``patch_size`` take an int or a ``(height, width)`` pair. With ``scan`` the blocks
+    before and after the merger are two scanned stacks (``layers``, ``merged_layers``).
     """
 
     image_size: int | tuple[int, int]
@@ -54,6 +55,10 @@ class ViT(nn.Module):
         """The 1-based block after which tokens are merged (``depth // 2`` by default)."""
         return self.depth // 2 if self.patch_merge_layer is None else self.patch_merge_layer
 
+    def input_sizes(self) -> InputSizes:
+        """``image_size`` alone: the position embedding fixes it."""
+        return InputSizes.fixed(self.image_size)
+
     def __post_init__(self):
         (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
         check_config(
@@ -79,13 +84,13 @@ class ViT(nn.Module):
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         x = PatchEmbedding(self.dim, patch_size, name="to_patch_embedding", **dtypes)(img)
-        # the reference allocates num_patches + 1 rows (as if there were a class token) and uses the first n
-        init = nn.initializers.normal(stddev=1.0)  # torch.randn
-        pos_embedding = self.param("pos_embedding", init, (x.shape[1] + 1, self.dim), self.param_dtype)
-        x = x + pos_embedding[: x.shape[1]].astype(x.dtype)
-        x = nn.Dropout(self.emb_dropout)(x, deterministic=not train)
+        # the reference allocates a position for a class token it never adds (one row unused)
+        embedding = TokenEmbedding(
+            0, self.emb_dropout, x.shape[1] + 1, param_dtype=self.param_dtype, name="embedding"
+        )
+        x = embedding(x, train=train)
 
-        x = Transformer(
+        x = MergingTransformer(
             self.dim,
             self.depth,
             self.heads,
@@ -100,4 +105,4 @@ class ViT(nn.Module):
             name="transformer",
             **dtypes,
         )(x, train=train)
-        return nn.Dense(self.num_classes, name="mlp_head", **dtypes)(x.mean(axis=1))
+        return Dense(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(x, "mean"))

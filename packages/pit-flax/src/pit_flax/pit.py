@@ -1,23 +1,28 @@
-"""PiT: "Rethinking Spatial Dimensions of Vision Transformers" (Heo et al., 2021), after vit-pytorch's ``pit.py``."""
+"""PiT, after vit-pytorch's ``pit.py``."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
-from einops import repeat
 
 from pit_flax.pool import Pool
 from vit_layers_flax import (
+    Attention,
+    ClassifierHead,
     Dense,
-    MlpHead,
+    InputSizes,
+    TokenEmbedding,
     Transformer,
+    TransformerBlock,
     check_config,
     check_images,
+    conv_output_size,
+    pool_tokens,
     unfold,
-    unfold_output_size,
 )
 from vit_layers_flax.typing import Array, Dtype
 
@@ -31,31 +36,16 @@ class Stage(NamedTuple):
 
 
 class PiT(nn.Module):
-    """Pooling-based Vision Transformer: a ViT whose token grid shrinks between stages.
+    """Pooling-based Vision Transformer: ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
 
-    ``(batch, image_size, image_size, channels) -> (batch, num_classes)``; images are square.
-
-    Attributes follow vit-pytorch's ``PiT``. The image is cut into overlapping
-    ``patch_size`` patches with stride ``patch_size // 2`` (:func:`vit_layers_flax.unfold`,
-    features in torch's ``(c kh kw)`` order) and projected to ``dim``; a class token and a
-    learned position embedding are added. ``depth`` is a tuple with the number of blocks of
-    each stage; ``heads`` is an int or a tuple with one entry per stage. Between stages a
-    :class:`~pit_flax.pool.Pool` halves the token grid (rounding up) and doubles the width,
-    so stage ``i`` is ``dim * 2**i`` wide; ``dim_head`` and ``mlp_dim`` stay the same in
-    every stage. The head (LayerNorm -> Dense) reads the class token.
-
-    Parameters mirror the reference's ``nn.Sequential`` ``layers``: ``layers_{2i}`` is
-    stage ``i``'s :class:`~vit_layers_flax.Transformer` (no final LayerNorm, as in the
-    reference), ``layers_{2i+1}`` the pool after it. ``dropout`` acts in attention and
-    feed-forward blocks, ``emb_dropout`` after the position embedding, both only when
-    ``train=True`` (rng stream ``'dropout'``). ``remat`` rematerialises each block in the
-    backward pass; ``attention_implementation`` is passed to
-    :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``). ``dtype``
-    is the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    Heo, Yun, Han, Chun, Choe, Oh, "Rethinking Spatial Dimensions of Vision Transformers",
+    ICCV 2021 (arXiv:2103.16302). Overlapping ``patch_size`` patches (stride
+    ``patch_size // 2``) are projected to ``dim`` tokens; a class token and a position
+    embedding are added. ``depth`` holds the number of blocks of each stage, ``heads`` an
+    int or one entry per stage. Between stages a :class:`~pit_flax.Pool` halves the token
+    grid (rounding up) and doubles the width, so stage ``i`` (``stages_{i}``, no final
+    norm, then ``pools_{i}``) is ``dim * 2**i`` wide; ``dim_head`` and ``mlp_dim`` are
+    the same in every stage. The head reads the class token.
     """
 
     image_size: int
@@ -85,7 +75,7 @@ class PiT(nn.Module):
     @property
     def num_patches(self) -> int:
         """Tokens after the patch embedding: the overlapping patches' grid, squared."""
-        return unfold_output_size(self.image_size, self.patch_size, self.patch_size // 2) ** 2
+        return conv_output_size(self.image_size, self.patch_size, self.patch_size // 2) ** 2
 
     def __post_init__(self):
         check_config(
@@ -117,38 +107,44 @@ class PiT(nn.Module):
         )
         super().__post_init__()
 
+    def input_sizes(self) -> InputSizes:
+        return InputSizes(self.image_size)
+
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
         size = (self.image_size, self.image_size)
-        batch = check_images(img, channels=self.channels, image_size=size, name="PiT")[0]
+        check_images(img, channels=self.channels, image_size=size, name="PiT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         x = unfold(img, self.patch_size, self.patch_size // 2)  # (batch, num_patches, c * p * p)
         x = Dense(self.dim, name="to_patch_embedding", **dtypes)(x)
-        init = nn.initializers.normal(stddev=1.0)  # torch.randn
-        cls_token = self.param("cls_token", init, (1, self.dim), self.param_dtype)
-        pos_embedding = self.param("pos_embedding", init, (self.num_patches + 1, self.dim), self.param_dtype)
-        cls_tokens = repeat(cls_token.astype(x.dtype), "n d -> b n d", b=batch)
-        x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embedding.astype(x.dtype)
-        x = nn.Dropout(self.emb_dropout)(x, deterministic=not train)
+        x = TokenEmbedding(1, self.emb_dropout, param_dtype=self.param_dtype, name="embedding")(
+            x, train=train
+        )
 
+        attention = functools.partial(Attention, implementation=self.attention_implementation)
         stages = self.stages
         for i, stage in enumerate(stages):
-            x = Transformer(
+            block = functools.partial(
+                TransformerBlock,
                 stage.dim,
-                stage.depth,
                 stage.heads,
                 self.dim_head,
                 self.mlp_dim,
                 dropout=self.dropout,
+                attention=attention,
+                **dtypes,
+            )
+            x = Transformer(
+                stage.depth,
+                block,
                 final_norm=False,
                 remat=self.remat,
                 scan=self.scan,
-                attention_kwargs={"implementation": self.attention_implementation},
-                name=f"layers_{2 * i}",
+                name=f"stages_{i}",
                 **dtypes,
             )(x, train=train)
             if i < len(stages) - 1:
-                x = Pool(stage.dim, name=f"layers_{2 * i + 1}", **dtypes)(x)
+                x = Pool(stage.dim, name=f"pools_{i}", **dtypes)(x)
 
-        return MlpHead(self.num_classes, name="mlp_head", **dtypes)(x[:, 0])
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(x, "cls"))

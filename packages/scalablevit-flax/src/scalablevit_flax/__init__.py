@@ -3,19 +3,19 @@ with parity to vit-pytorch."""
 
 from importlib.metadata import version
 
+from scalablevit_flax.attention import InteractiveWindowedSelfAttention, ScalableSelfAttention
+from scalablevit_flax.block import ScalableBlock
+from scalablevit_flax.configs import CONFIGS
 from scalablevit_flax.convert import from_vit_pytorch
-from scalablevit_flax.interactive_windowed_attention import InteractiveWindowedSelfAttention
-from scalablevit_flax.scalable_self_attention import ScalableSelfAttention
 from scalablevit_flax.scalable_vit import ScalableViT, Stage
-from scalablevit_flax.transformer import ScalableBlock, ScalableTransformer
 from vit_layers_flax import load_torch_state_dict
 
 __version__ = version("scalablevit-flax")
 __all__ = [
+    "CONFIGS",
     "InteractiveWindowedSelfAttention",
     "ScalableBlock",
     "ScalableSelfAttention",
-    "ScalableTransformer",
     "ScalableViT",
     "Stage",
     "from_vit_pytorch",

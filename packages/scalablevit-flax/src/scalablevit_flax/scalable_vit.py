@@ -1,15 +1,27 @@
-"""ScalableViT: "Rethinking the Context-oriented Generalization of Vision Transformer" (Yang et al., 2022),
-after vit-pytorch's ``scalable_vit.py``."""
+"""ScalableViT, after vit-pytorch's ``scalable_vit.py``."""
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from scalablevit_flax.transformer import ScalableTransformer
-from vit_layers_flax import MlpHead, check_config, check_images, check_stage_size
+from scalablevit_flax.block import ScalableBlock
+from vit_layers_flax import (
+    ClassifierHead,
+    Conv,
+    InputSizes,
+    LayerNorm,
+    apply_blocks,
+    check_config,
+    check_images,
+    check_stage_size,
+    conv_output_size,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 #: the hyperparameters given per stage (an int for every stage, or a tuple with one per stage)
@@ -22,36 +34,24 @@ STAGE_FIELDS = (
     "iwsa_dim_value",
     "window_size",
 )
-
-
-def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
+#: the stem's (kernel, stride, padding), and each downsampling's
+STEM = (7, 4, 3)
+DOWNSAMPLE = (3, 2, 1)
 
 
 class Stage(nn.Module):
-    """One stage: the stage transformer (``transformer``, the reference's ``layers.{s}.0``), then,
-    but for the last stage, the 3 x 3 stride-2 convolution to twice the width (``downsample``,
-    ``layers.{s}.1.conv``, padding 1).
+    """One stage, the reference's ``layers.{s}``: ``(batch, H, W, dim) -> (features, next)``.
 
-    ``(batch, H, W, dim) -> (features, next)``: ``features`` ``(batch, H, W, dim)`` is the
-    transformer's output (channel-normalised, except in the last stage), ``next``
-    ``(batch, ceil(H / 2), ceil(W / 2), 2 * dim)`` the downsampled map the next stage takes,
-    or ``None`` in the last stage.
+    ``depth`` blocks built by ``block`` (``layers_0``, with the PEG, then ``layers_1`` ...,
+    or with ``scan`` ``layers``); then, except in the last stage, a LayerNorm (``norm``) and
+    the 3 x 3 stride-2 convolution to twice the width (``downsample``). ``features`` is the
+    map before the downsampling, ``next`` its downsampled ``(batch, ceil(H / 2), ceil(W / 2),
+    2 * dim)`` (``None`` in the last stage).
     """
 
-    dim: int
     depth: int
-    heads: int
-    ssa_dim_key: int
-    ssa_dim_value: int
-    reduction_factor: int
-    iwsa_dim_key: int
-    iwsa_dim_value: int
-    window_size: int | None
-    is_last: bool
-    ff_expansion_factor: int = 4
-    dropout: float = 0.0
-    attention_implementation: str | None = None
+    block: Callable[..., nn.Module]
+    is_last: bool = False
     remat: bool = False
     scan: bool = False
     dtype: Dtype | None = None
@@ -60,69 +60,26 @@ class Stage(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> tuple[Array, Array | None]:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        features = ScalableTransformer(
-            self.dim,
-            self.depth,
-            heads=self.heads,
-            ff_expansion_factor=self.ff_expansion_factor,
-            dropout=self.dropout,
-            ssa_dim_key=self.ssa_dim_key,
-            ssa_dim_value=self.ssa_dim_value,
-            ssa_reduction_factor=self.reduction_factor,
-            iwsa_dim_key=self.iwsa_dim_key,
-            iwsa_dim_value=self.iwsa_dim_value,
-            iwsa_window_size=self.window_size,
-            norm_output=not self.is_last,
-            attention_implementation=self.attention_implementation,
-            remat=self.remat,
-            scan=self.scan,
-            name="transformer",
-            **dtypes,
-        )(x, train=train)
+        blocks = functools.partial(apply_blocks, train=train, remat=self.remat)
+        x = blocks(lambda name: self.block(peg=True, name=name), min(self.depth, 1), x)
+        x = blocks(lambda name: self.block(name=name), max(self.depth - 1, 0), x, scan=self.scan, start=1)
         if self.is_last:
-            return features, None
-        downsample = nn.Conv(
-            2 * self.dim, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name="downsample", **dtypes
-        )
-        return features, downsample(features)
+            return x, None
+        x = LayerNorm(name="norm", **dtypes)(x)
+        kernel, stride, padding = DOWNSAMPLE
+        return x, Conv(2 * x.shape[-1], kernel, stride, padding, name="downsample", **dtypes)(x)
 
 
 class ScalableViT(nn.Module):
-    """Scalable Vision Transformer: a four-stage (by default) pyramid of SSA and IWSA blocks.
+    """ScalableViT (Yang et al., 2022, arXiv:2203.10790): a pyramid of SSA and IWSA blocks.
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``, or with
-    ``return_features=True`` a tuple of one NHWC feature map per stage,
-    ``(batch, H_s, W_s, dim * 2 ** s)`` for stage ``s = 0, 1, ...``.
-
-    A 7 x 7 stride-4 convolution (padding 3, ``to_patches``) embeds the image into a
-    ``ceil(height / 4) x ceil(width / 4)`` map of ``dim`` channels. Stage ``s``
-    (``layers_{s}``, a :class:`Stage`) has width ``dim * 2 ** s`` and runs ``depth[s]``
-    blocks, each Scalable Self-Attention (keys and values reduced by ``reduction_factor``)
-    -> feed-forward -> PEG (first block only) -> feed-forward -> Interactive Window-based
-    Self-Attention (``window_size`` windows, ``None`` for one window over the whole map), in
-    that order (see :class:`~scalablevit_flax.transformer.ScalableBlock`); every stage but
-    the last ends in a channel LayerNorm and a 3 x 3 stride-2 convolution that halves the
-    map (rounding up) and doubles the width. The head averages the last map over space,
-    normalises (LayerNorm) and classifies (``mlp_head``).
-
-    Attributes follow vit-pytorch's ``ScalableViT``: ``depth`` is a tuple with one entry per
-    stage (its length is the number of stages); ``heads``, ``ssa_dim_key``,
-    ``ssa_dim_value``, ``reduction_factor``, ``iwsa_dim_key``, ``iwsa_dim_value`` and
-    ``window_size`` are an int (``window_size`` also ``None``) for all stages or a tuple
-    with one per stage. ``dropout`` acts on the attention weights and after the attention
-    and feed-forward projections, only when ``train=True`` (rng stream ``'dropout'``).
-    ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention`
-    (``None``, ``'xla'`` or ``'cudnn'``; attentions whose key and value widths differ use
-    explicit float32-softmax weights); ``remat`` rematerialises each block in the backward
-    pass (less memory, same results); ``scan`` runs each stage's blocks after the first (the
-    first holds the PEG) as one ``nn.scan`` (``layers`` with a leading axis beside
-    ``layers_0``): same outputs, a deep stage compiled as two blocks. ``dtype`` is the computation dtype, ``param_dtype``
-    the parameters'.
-
-    Images may have any height and width for which, in every stage with blocks, the
-    feature map is a multiple of that stage's ``reduction_factor`` and ``window_size``
-    (:meth:`feature_map_sizes` gives the stages' sizes); others raise a ``ValueError`` at
-    trace time naming the stage and the window or factor.
+    ``(batch, height, width, channels) -> (batch, num_classes)``, or with ``return_features=True``
+    one NHWC map per stage. A 7 x 7 stride-4 convolution (``to_patches``) embeds the image;
+    stage ``s`` (``stages_{s}``) is ``dim * 2 ** s`` wide with ``depth[s]`` blocks; the head
+    (``mlp_head``) normalises and classifies the last map's mean. Per stage (one value, or a
+    tuple with one per stage): ``heads``, the SSA's ``reduction_factor`` and
+    ``ssa_dim_key`` / ``ssa_dim_value``, the IWSA's ``window_size`` (``None``: the whole
+    map) and ``iwsa_dim_key`` / ``iwsa_dim_value``; ``ff_expansion_factor`` for all.
     """
 
     num_classes: int
@@ -162,13 +119,36 @@ class ScalableViT(nn.Module):
 
     def feature_map_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """``(H_s, W_s)`` of each stage's feature map for ``height x width`` images: the stride-4
-        embedding gives ``ceil(n / 4)``, each downsampling ``ceil(n / 2)``."""
-        size = (_conv_out(height, 7, 4, 3), _conv_out(width, 7, 4, 3))
-        sizes = [size]
+        stem gives ``ceil(n / 4)``, each downsampling ``ceil(n / 2)``."""
+        sizes = [(conv_output_size(height, *STEM), conv_output_size(width, *STEM))]
         for _ in range(self.num_stages - 1):
-            size = (_conv_out(size[0], 3, 2, 1), _conv_out(size[1], 3, 2, 1))
-            sizes.append(size)
+            sizes.append(tuple(conv_output_size(n, *DOWNSAMPLE) for n in sizes[-1]))
         return sizes
+
+    def _stage_tiles(self) -> list[dict[str, int]]:
+        """Per stage, the tiles its map must split into, by what they are (none without blocks)."""
+        tiles = []
+        for config in self.stage_configs():
+            own = {}
+            if config["depth"]:
+                own["SSA key / value reduction (reduction_factor)"] = config["reduction_factor"]
+                if config["window_size"] is not None:
+                    own["IWSA window (window_size)"] = config["window_size"]
+            tiles.append(own)
+        return tiles
+
+    def input_sizes(self) -> InputSizes:
+        """The multiples of ``step``: the sides whose every stage map splits exactly into its
+        windows and key / value reduction. The stem and the downsamplings round up, so some
+        sides just below a multiple are accepted too (:meth:`feature_map_sizes` decides)."""
+        tiles = (
+            STEM[1] * DOWNSAMPLE[1] ** s * tile
+            for s, own in enumerate(self._stage_tiles())
+            for tile in own.values()
+            if tile > 1
+        )
+        step = math.lcm(1, *tiles)
+        return InputSizes(step, step)
 
     def __post_init__(self):
         name = "ScalableViT"
@@ -204,58 +184,51 @@ class ScalableViT(nn.Module):
             )
         super().__post_init__()
 
-    def check_stage_sizes(self, img: Array) -> None:
-        """Raise a ``ValueError`` naming the stage if a stage's map does not split into its
-        key / value reduction or its IWSA windows (stages without blocks have no constraint)."""
+    def _check_stage_sizes(self, img: Array) -> None:
+        """Raise a ``ValueError`` naming the stage whose map does not split into its key / value
+        reduction or its IWSA windows."""
         sizes = self.feature_map_sizes(*img.shape[1:3])
-        for s, (config, size) in enumerate(zip(self.stage_configs(), sizes, strict=True)):
-            if config["depth"] == 0:
-                continue
-            check_stage_size(
-                img,
-                stage=s + 1,
-                size=size,
-                window=config["reduction_factor"],
-                what="SSA key / value reduction (reduction_factor)",
-                name="ScalableViT",
-            )
-            if config["window_size"] is not None:
-                check_stage_size(
-                    img,
-                    stage=s + 1,
-                    size=size,
-                    window=config["window_size"],
-                    what="IWSA window (window_size)",
-                    name="ScalableViT",
-                )
+        for stage, (size, tiles) in enumerate(zip(sizes, self._stage_tiles(), strict=True), start=1):
+            for what, tile in tiles.items():
+                check_stage_size(img, stage=stage, size=size, window=tile, what=what, name="ScalableViT")
 
     @nn.compact
     def __call__(
         self, img: Array, *, train: bool = False, return_features: bool = False
     ) -> Array | tuple[Array, ...]:
         check_images(img, channels=self.channels, name="ScalableViT")
-        self.check_stage_sizes(img)
+        self._check_stage_sizes(img)
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-
-        x = nn.Conv(self.dim, (7, 7), strides=(4, 4), padding=((3, 3), (3, 3)), name="to_patches", **dtypes)(
-            img
-        )
+        x = Conv(self.dim, *STEM, name="to_patches", **dtypes)(img)
         features = []
         for s, config in enumerate(self.stage_configs()):
-            feature, x = Stage(
-                **config,
-                is_last=s == self.num_stages - 1,
+            block = functools.partial(
+                ScalableBlock,
+                config["dim"],
+                config["heads"],
                 ff_expansion_factor=self.ff_expansion_factor,
                 dropout=self.dropout,
+                ssa_dim_key=config["ssa_dim_key"],
+                ssa_dim_value=config["ssa_dim_value"],
+                ssa_reduction_factor=config["reduction_factor"],
+                iwsa_dim_key=config["iwsa_dim_key"],
+                iwsa_dim_value=config["iwsa_dim_value"],
+                iwsa_window_size=config["window_size"],
                 attention_implementation=self.attention_implementation,
+                **dtypes,
+            )
+            stage = Stage(
+                config["depth"],
+                block,
+                is_last=s == self.num_stages - 1,
                 remat=self.remat,
                 scan=self.scan,
-                name=f"layers_{s}",
+                name=f"stages_{s}",
                 **dtypes,
-            )(x, train=train)
+            )
+            feature, x = stage(x, train=train)
             features.append(feature)
         if return_features:
             return tuple(features)
-
         x = features[-1].mean(axis=(1, 2))  # Reduce('b d h w -> b d', 'mean')
-        return MlpHead(self.num_classes, name="mlp_head", **dtypes)(x)
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x)

@@ -2,9 +2,11 @@
 
 from importlib.metadata import version
 
+from t2t_vit_flax.configs import CONFIGS
 from t2t_vit_flax.convert import from_vit_pytorch
 from t2t_vit_flax.t2t_vit import T2TViT
+from t2t_vit_flax.tokens_to_token import TokensToToken
 from vit_layers_flax import load_torch_state_dict
 
 __version__ = version("t2t-vit-flax")
-__all__ = ["T2TViT", "from_vit_pytorch", "load_torch_state_dict"]
+__all__ = ["CONFIGS", "T2TViT", "TokensToToken", "from_vit_pytorch", "load_torch_state_dict"]

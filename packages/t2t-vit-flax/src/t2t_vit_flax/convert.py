@@ -5,25 +5,43 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from t2t_vit_flax.t2t_vit import T2TViT
-from vit_layers_flax import ConversionError, StateDict, Transformer, finalize, transformer_params
+from vit_layers_flax import (
+    Attention,
+    ConversionError,
+    StateDict,
+    Transformer,
+    TransformerBlock,
+    model_variables,
+    transformer_params,
+)
+
+
+def _main_transformer(model: T2TViT) -> tuple[int, bool, bool]:
+    """``(depth, projects_out, final_norm)`` of the model's main transformer: the default
+    one, or a custom :class:`~vit_layers_flax.Transformer` of
+    :class:`~vit_layers_flax.TransformerBlock` s with :class:`~vit_layers_flax.Attention`
+    (the counterpart of ``vit_pytorch.vit.Transformer``)."""
+    if model.transformer is None:
+        return model.depth, Attention(model.dim, model.heads, model.dim_head).projects_out, True
+    custom = model.transformer
+    block = custom.block() if isinstance(custom, Transformer) else None
+    attention = None
+    if isinstance(block, TransformerBlock):
+        attention = block.attention(block.dim, heads=block.heads, dim_head=block.dim_head)
+    if not isinstance(attention, Attention):
+        raise ConversionError(
+            f"T2TViT: cannot convert a custom transformer of type {type(custom).__name__}; only a "
+            "vit_layers_flax.Transformer of TransformerBlocks (vit_pytorch.vit.Transformer) is supported"
+        )
+    return custom.depth, attention.projects_out, custom.final_norm
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: T2TViT) -> dict[str, Any]:
-    """``torch_t2t_vit.state_dict()`` -> the variables dict for ``model.apply``.
-
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`T2TViT` with the same hyperparameters. The reference's
-    ``to_patch_embedding`` Sequential holds four entries per soft split (its transformer at
-    index ``4 * i + 3``) and the final Linear at ``4 * len(t2t_layers)``. A custom
-    ``transformer`` converts when it is a :class:`vit_layers_flax.Transformer` (the
-    counterpart of ``vit_pytorch.vit.Transformer``). Raises
-    :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing, unexpected
-    and mis-shaped entries.
-    """
+    """``torch_t2t_vit.state_dict()`` -> the variables for ``model.apply`` (a :class:`T2TViT` of
+    the same hyperparameters). The reference's ``to_patch_embedding`` Sequential holds four
+    entries per soft split (its transformer at ``4 * i + 3``) and the final Linear at
+    ``4 * len(t2t_layers)``."""
     sd = StateDict(state_dict)
     num_splits = len(model.t2t_layers)
     embedding = {
@@ -31,25 +49,16 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: T2TViT) -> dict[str, 
         for i in range(num_splits - 1)
     }
     embedding["proj"] = sd.linear(f"to_patch_embedding.{4 * num_splits}")
-
-    if model.transformer is None:
-        t = Transformer(model.dim, model.depth, model.heads, model.dim_head, model.mlp_dim)
-    elif isinstance(model.transformer, Transformer):
-        t = model.transformer
-    else:
-        raise ConversionError(
-            f"T2TViT: cannot convert a custom transformer of type {type(model.transformer).__name__}; "
-            "only vit_layers_flax.Transformer (vit_pytorch.vit.Transformer) is supported"
-        )
-    projects_out = not (t.heads == 1 and t.dim_head == t.dim)
+    depth, projects_out, final_norm = _main_transformer(model)
     params = {
         "to_patch_embedding": embedding,
-        "cls_token": sd["cls_token"][0],  # (1, 1, dim) -> (1, dim)
-        "pos_embedding": sd["pos_embedding"][0],  # (1, n + 1, dim) -> (n + 1, dim)
+        "embedding": {
+            "cls_token": sd["cls_token"][0],  # (1, 1, dim) -> (1, dim)
+            "pos_embedding": sd["pos_embedding"][0],  # (1, n + 1, dim) -> (n + 1, dim)
+        },
         "transformer": transformer_params(
-            sd, "transformer", t.depth, to_out="to_out.0" if projects_out else None, final_norm=t.final_norm
+            sd, "transformer", depth, to_out="to_out.0" if projects_out else None, final_norm=final_norm
         ),
         "mlp_head": sd.linear("mlp_head"),
     }
-    sample = jax.ShapeDtypeStruct((1, model.image_size, model.image_size, model.channels), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+    return model_variables(sd, {"params": params}, model)

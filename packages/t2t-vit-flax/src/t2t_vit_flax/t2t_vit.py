@@ -1,38 +1,40 @@
-"""T2T-ViT: "Tokens-to-Token ViT" (Yuan et al., 2021), after vit-pytorch's ``t2t.py``."""
+"""T2T-ViT, after vit-pytorch's ``t2t.py``."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-from einops import repeat
 
 from t2t_vit_flax.tokens_to_token import TokensToToken
-from vit_layers_flax import Transformer, check_config, check_images, unfold_output_size
+from vit_layers_flax import (
+    Attention,
+    Dense,
+    InputSizes,
+    TokenEmbedding,
+    Transformer,
+    TransformerBlock,
+    check_config,
+    check_images,
+    conv_output_size,
+    pool_tokens,
+)
 from vit_layers_flax.typing import Array, Dtype
 
 
 class T2TViT(nn.Module):
-    """Vision Transformer on tokens made by progressive soft splits (tokens-to-token).
+    """Tokens-to-Token ViT: ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
 
-    ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
-
-    Attributes follow vit-pytorch's ``T2TViT``. ``t2t_layers`` lists ``(kernel_size, stride)``
-    of the soft splits (:class:`~t2t_vit_flax.tokens_to_token.TokensToToken`); a class token
-    and a learned position embedding are added, then ``transformer`` (by default the shared
-    :class:`~vit_layers_flax.Transformer` built from ``depth``, ``heads``, ``dim_head``,
-    ``mlp_dim``, ``dropout``; or any Flax module called as ``transformer(x, train=train)``
-    on ``(batch, tokens, dim)``) and the head on the class token (``pool='cls'``) or the mean
-    of all tokens, the class token included (``pool='mean'``). Images are square.
-    ``dropout`` acts in every transformer, ``emb_dropout`` after the position embedding,
-    both only when ``train=True`` (rng stream ``'dropout'``). ``remat`` rematerialises each
-    block of the default transformer in the backward pass (a custom ``transformer`` brings
-    its own). ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    Yuan, Chen, Wang, Yu, Shi, Jiang, Tay, Feng, Yan, "Tokens-to-Token ViT: Training Vision
+    Transformers from Scratch on ImageNet", ICCV 2021 (arXiv:2101.11986). ``t2t_layers``
+    lists the ``(kernel_size, stride)`` of the soft splits (:class:`~t2t_vit_flax.TokensToToken`);
+    a class token and a position embedding are added, then ``transformer`` (by default the
+    shared :class:`~vit_layers_flax.Transformer` of ``depth`` blocks; or any module called
+    as ``transformer(x, train=train)``), and the head reads the class token (``pool='cls'``)
+    or the mean of all tokens (``'mean'``). Square images. ``dropout`` acts in every
+    transformer; ``remat``, ``scan`` and ``attention_implementation`` in the default one.
     """
 
     image_size: int
@@ -59,7 +61,7 @@ class T2TViT(nn.Module):
         """The side of the token grid after the last soft split."""
         size = self.image_size
         for kernel_size, stride in self.t2t_layers:
-            size = unfold_output_size(size, kernel_size, stride, stride // 2)
+            size = conv_output_size(size, kernel_size, stride, stride // 2)
         return size
 
     def __post_init__(self):
@@ -93,37 +95,36 @@ class T2TViT(nn.Module):
             check_config(min(self.depth, self.heads, self.mlp_dim) > 0, "T2TViT: sizes must be positive")
         super().__post_init__()
 
+    def input_sizes(self) -> InputSizes:
+        return InputSizes(self.image_size)
+
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
         size = (self.image_size, self.image_size)
-        batch = check_images(img, channels=self.channels, image_size=size, name="T2TViT")[0]
+        check_images(img, channels=self.channels, image_size=size, name="T2TViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         x = TokensToToken(
             self.dim, tuple(self.t2t_layers), self.channels, self.dropout, name="to_patch_embedding", **dtypes
         )(img, train=train)
-        init = nn.initializers.normal(stddev=1.0)  # torch.randn
-        cls_token = self.param("cls_token", init, (1, self.dim), self.param_dtype)
-        pos_embedding = self.param("pos_embedding", init, (x.shape[1] + 1, self.dim), self.param_dtype)
-        cls_tokens = repeat(cls_token.astype(x.dtype), "n d -> b n d", b=batch)
-        x = jnp.concatenate([cls_tokens, x], axis=1) + pos_embedding.astype(x.dtype)
-        x = nn.Dropout(self.emb_dropout)(x, deterministic=not train)
-
+        x = TokenEmbedding(1, self.emb_dropout, param_dtype=self.param_dtype, name="embedding")(
+            x, train=train
+        )
         if self.transformer is not None:
             x = self.transformer(x, train=train)
         else:
-            x = Transformer(
+            block = functools.partial(
+                TransformerBlock,
                 self.dim,
-                self.depth,
                 self.heads,
                 self.dim_head,
                 self.mlp_dim,
                 dropout=self.dropout,
-                attention_kwargs={"implementation": self.attention_implementation},
-                remat=self.remat,
-                scan=self.scan,
-                name="transformer",
+                attention=functools.partial(Attention, implementation=self.attention_implementation),
                 **dtypes,
-            )(x, train=train)
-        x = x.mean(axis=1) if self.pool == "mean" else x[:, 0]
-        return nn.Dense(self.num_classes, name="mlp_head", **dtypes)(x)
+            )
+            transformer = Transformer(
+                self.depth, block, remat=self.remat, scan=self.scan, name="transformer", **dtypes
+            )
+            x = transformer(x, train=train)
+        return Dense(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(x, self.pool))

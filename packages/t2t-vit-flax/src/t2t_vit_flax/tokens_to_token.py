@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -9,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Dense, Transformer, unfold
+from vit_layers_flax import Dense, Transformer, TransformerBlock, unfold
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -25,12 +26,12 @@ def t2t_layer_dims(channels: int, t2t_layers: Sequence[tuple[int, int]]) -> list
 class TokensToToken(nn.Module):
     """``(batch, H, W, channels) -> (batch, tokens, dim)``, the reference's ``to_patch_embedding``.
 
-    For each ``(kernel_size, stride)`` in ``t2t_layers``: the tokens are laid back out as a
-    square image (from the second stage on), unfolded with padding ``stride // 2``
-    (:func:`vit_layers_flax.unfold`, features in ``(c kh kw)`` order) and, except
-    after the last split, passed through a one-block transformer of width ``layer_dim``
-    with ``heads=1``, ``dim_head=layer_dim`` (so no ``to_out``) and ``mlp_dim=layer_dim``
-    (``transformers_{i}``). A Dense ``proj`` maps the last width to ``dim``.
+    For each ``(kernel_size, stride)`` of ``t2t_layers`` the tokens are laid back out as a
+    square image (from the second split on) and unfolded with padding ``stride // 2``
+    (:func:`vit_layers_flax.unfold`, features in torch's ``(c kh kw)`` order); every split
+    but the last is followed by a one-block transformer ``transformers_{i}`` as wide as its
+    tokens, with one head of that width (so no ``to_out``) and ``mlp_dim`` that width. A
+    Dense ``proj`` maps the last width to ``dim``.
     """
 
     dim: int
@@ -50,14 +51,8 @@ class TokensToToken(nn.Module):
                 x = rearrange(x, "b (h w) c -> b h w c", h=math.isqrt(x.shape[1]))
             x = unfold(x, kernel_size, stride, stride // 2)
             if i < len(self.t2t_layers) - 1:
-                x = Transformer(
-                    layer_dim,
-                    depth=1,
-                    heads=1,
-                    dim_head=layer_dim,
-                    mlp_dim=layer_dim,
-                    dropout=self.dropout,
-                    name=f"transformers_{i}",
-                    **dtypes,
-                )(x, train=train)
+                block = functools.partial(
+                    TransformerBlock, layer_dim, 1, layer_dim, layer_dim, dropout=self.dropout, **dtypes
+                )
+                x = Transformer(1, block, name=f"transformers_{i}", **dtypes)(x, train=train)
         return Dense(self.dim, name="proj", **dtypes)(x)

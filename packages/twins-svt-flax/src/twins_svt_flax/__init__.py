@@ -4,16 +4,16 @@ from importlib.metadata import version
 
 from twins_svt_flax.attention import GlobalAttention, LocalAttention
 from twins_svt_flax.block import TwinsBlock
+from twins_svt_flax.configs import CONFIGS
 from twins_svt_flax.convert import from_vit_pytorch
-from twins_svt_flax.patch_embedding import PatchEmbedding
 from twins_svt_flax.twins_svt import TwinsSVT
 from vit_layers_flax import load_torch_state_dict
 
 __version__ = version("twins-svt-flax")
 __all__ = [
+    "CONFIGS",
     "GlobalAttention",
     "LocalAttention",
-    "PatchEmbedding",
     "TwinsBlock",
     "TwinsSVT",
     "from_vit_pytorch",

@@ -7,28 +7,36 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from twins_svt_flax.twins_svt import CHANNELS, NUM_STAGES, TwinsSVT
-from vit_layers_flax import StateDict, finalize
+from vit_layers_flax import StateDict, conv_feed_forward_params, model_variables
 
 
-def _feed_forward(sd: StateDict, prefix: str) -> dict[str, Any]:
-    """The conv ``FeedForward`` (``net`` = channel LayerNorm, 1x1 conv, GELU, Dropout, 1x1 conv,
-    Dropout) -> the shared ``FeedForward``'s ``norm``, ``fc1``, ``fc2``."""
+def _patch_embedding(sd: StateDict, prefix: str, channels: int, patch_size: int) -> dict[str, Any]:
+    """The reference's ``PatchEmbedding.proj`` (channel LayerNorm, 1x1 conv, channel LayerNorm)
+    on patches flattened as ``(c p1 p2)`` -> the shared ``PatchEmbedding``, which flattens
+    them as ``(p1 p2 c)``: the first norm and the projection's input rows are permuted."""
+
+    def reorder(x: np.ndarray) -> np.ndarray:
+        if x.shape[0] != channels * patch_size**2:  # left as it is, for model_variables to report
+            return x
+        x = np.moveaxis(x.reshape(channels, patch_size, patch_size, *x.shape[1:]), 0, 2)
+        return x.reshape(-1, *x.shape[3:])
+
+    patch_norm, proj = sd.chan_layer_norm(f"{prefix}.0"), sd.pointwise(f"{prefix}.1")
     return {
-        "norm": sd.chan_layer_norm_as_layer_norm(f"{prefix}.net.0"),
-        "fc1": sd.pointwise(f"{prefix}.net.1"),
-        "fc2": sd.pointwise(f"{prefix}.net.4"),
+        "patch_norm": {k: reorder(v) for k, v in patch_norm.items()},
+        "proj": {"kernel": reorder(proj["kernel"]), "bias": proj["bias"]},
+        "norm": sd.chan_layer_norm(f"{prefix}.2"),
     }
 
 
 def _attention(sd: StateDict, prefix: str, *, local: bool) -> dict[str, Any]:
-    """``LocalAttention`` / ``GlobalAttention`` -> ``norm``, ``to_q``, ``to_kv``, ``to_out``.
-
-    The local ``to_kv`` is a 1x1 convolution (a ``Dense``); the global one a ``k x k``
-    strided convolution (a ``vit_layers_flax.Conv``)."""
+    """``LocalAttention`` / ``GlobalAttention``: the local ``to_kv`` is a 1x1 convolution (a
+    ``Dense``), the global one a strided convolution (a ``Conv``)."""
     return {
-        "norm": sd.chan_layer_norm_as_layer_norm(f"{prefix}.norm"),
+        "norm": sd.chan_layer_norm(f"{prefix}.norm"),
         "to_q": sd.pointwise(f"{prefix}.to_q", bias=False),
         "to_kv": (sd.pointwise if local else sd.conv2d)(f"{prefix}.to_kv", bias=False),
         "to_out": sd.pointwise(f"{prefix}.to_out.0"),
@@ -41,46 +49,39 @@ def _block(sd: StateDict, prefix: str, *, has_local: bool) -> dict[str, Any]:
     without local attention."""
     params = {
         "global_attn": _attention(sd, f"{prefix}.2.fn", local=False),
-        "ff2": _feed_forward(sd, f"{prefix}.3.fn"),
+        "ff2": conv_feed_forward_params(sd, f"{prefix}.3.fn.net"),
     }
     if has_local:
         params["local_attn"] = _attention(sd, f"{prefix}.0.fn", local=True)
-        params["ff1"] = _feed_forward(sd, f"{prefix}.1.fn")
+        params["ff1"] = conv_feed_forward_params(sd, f"{prefix}.1.fn.net")
     return params
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: TwinsSVT) -> dict[str, Any]:
-    """``torch_twins_svt.state_dict()`` -> the variables dict for ``model.apply``.
+    """``torch_twins_svt.state_dict()`` -> the variables for ``model.apply``.
 
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`TwinsSVT` with the same hyperparameters. Stage ``s`` is the
-    reference's ``layers.{s}`` (``0`` patch embedding, ``1`` first transformer, ``2`` PEG,
-    ``3`` transformer) and the classifier its ``layers.6``. The reference's 1x1
-    convolutions become ``Dense`` kernels and its channel LayerNorms ``LayerNorm``
-    ``scale``/``bias``. Raises :class:`vit_layers_flax.ConversionError` (a ``ValueError``)
-    listing missing, unexpected and mis-shaped entries.
+    Stage ``s`` is the reference's ``layers.{s}`` (``0`` patch embedding, ``1`` first
+    transformer, ``2`` PEG, ``3`` transformer); the classifier is its ``layers.6``.
     """
     sd = StateDict(state_dict)
     params: dict[str, Any] = {}
+    channels = CHANNELS
     for s in range(NUM_STAGES):
-        prefix, has_local = f"layers.{s}", s < NUM_STAGES - 1
+        prefix, has_local, config = f"layers.{s}", s < NUM_STAGES - 1, model.stage_config(s + 1)
         stage: dict[str, Any] = {
-            "patch_embedding": {
-                "patch_norm": sd.chan_layer_norm_as_layer_norm(f"{prefix}.0.proj.0"),
-                "proj": sd.pointwise(f"{prefix}.0.proj.1"),
-                "norm": sd.chan_layer_norm_as_layer_norm(f"{prefix}.0.proj.2"),
-            },
+            "patch_embedding": _patch_embedding(sd, f"{prefix}.0.proj", channels, config["patch_size"]),
             "first_transformer": {"layers_0": _block(sd, f"{prefix}.1.layers.0", has_local=has_local)},
             "peg": {"proj": sd.conv2d(f"{prefix}.2.proj.fn")},
         }
-        depth = model.stage_config(s + 1)["depth"]
-        if depth:
+        if config["depth"]:
             stage["transformer"] = {
-                f"layers_{i}": _block(sd, f"{prefix}.3.layers.{i}", has_local=has_local) for i in range(depth)
+                f"layers_{i}": _block(sd, f"{prefix}.3.layers.{i}", has_local=has_local)
+                for i in range(config["depth"])
             }
-        params[f"layers_{s}"] = stage
+        params[f"stages_{s}"] = stage
+        channels = config["emb_dim"]
     # layers.4 is the average pool, layers.5 the Rearrange
     params["to_logits"] = sd.linear(f"layers.{NUM_STAGES + 2}")
-    side = model.min_image_size
+    side = model.input_sizes().smallest
     sample = jax.ShapeDtypeStruct((1, side, side, CHANNELS), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+    return model_variables(sd, {"params": params}, model, sample)
