@@ -79,7 +79,9 @@ class DeepViT(nn.Module):
         check_images(img, channels=self.channels, image_size=size, name="DeepViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = PatchEmbedding(self.dim, (self.patch_size,) * 2, name="to_patch_embedding", **dtypes)(img)
-        x = TokenEmbedding(1, self.emb_dropout, self.param_dtype, name="embedding")(x, train=train)
+        x = TokenEmbedding(1, self.emb_dropout, param_dtype=self.param_dtype, name="embedding")(
+            x, train=train
+        )
         block = functools.partial(
             TransformerBlock,
             self.dim,

@@ -77,7 +77,9 @@ class ViT(nn.Module):
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = PatchEmbedding(self.dim, pair(self.patch_size), name="to_patch_embedding", **dtypes)(img)
         class_tokens = 1 if self.pool == "cls" else 0
-        embedding = TokenEmbedding(class_tokens, self.emb_dropout, self.param_dtype, name="embedding")
+        embedding = TokenEmbedding(
+            class_tokens, self.emb_dropout, param_dtype=self.param_dtype, name="embedding"
+        )
         x = embedding(x, train=train)
         attention = functools.partial(Attention, implementation=self.attention_implementation)
         block = functools.partial(

@@ -75,7 +75,9 @@ class ViT(nn.Module):
         check_images(img, channels=self.channels, image_size=pair(self.image_size), name="ViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = SPT(self.dim, self.patch_size, self.channels, name="to_patch_embedding", **dtypes)(img)
-        x = TokenEmbedding(1, self.emb_dropout, self.param_dtype, name="embedding")(x, train=train)
+        x = TokenEmbedding(1, self.emb_dropout, param_dtype=self.param_dtype, name="embedding")(
+            x, train=train
+        )
         block = functools.partial(
             TransformerBlock,
             self.dim,
