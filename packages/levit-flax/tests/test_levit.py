@@ -1,22 +1,26 @@
+import ast
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from levit_flax import Attention, ConvNorm, LeViT, attention_bias_indices, from_vit_pytorch
+from levit_flax import (
+    CONFIGS,
+    ConvNorm,
+    ConvNormAttention,
+    LeViT,
+    StageLayout,
+    attention_bias_indices,
+    from_vit_pytorch,
+)
 
-from vit_layers_flax.testing import BatchNormContractSuite, ModelCase, load_reference, random_variables
-
-SEED = dict(
-    image_size=224,
-    num_classes=1000,
-    stages=3,
-    dim=(256, 384, 512),
-    depth=4,
-    heads=(4, 6, 8),
-    mlp_mult=2,
-    dropout=0.1,
+from vit_layers_flax.testing import (
+    BatchNormContractSuite,
+    ModelCase,
+    load_reference,
+    random_variables,
+    readme_python_blocks,
 )
 
 SMALL = dict(
@@ -32,7 +36,7 @@ SMALL = dict(
 )
 
 CASES = [
-    ModelCase("seed", SEED, (1, 224, 224, 3), seed_config=True),
+    ModelCase("readme", CONFIGS["readme"], (1, 224, 224, 3), readme_config=True),
     ModelCase(
         # the first small case also runs eagerly and with remat: the cheapest one
         "one-stage-dropout",
@@ -98,21 +102,62 @@ def test_invalid_configuration(kwargs, message):
         LeViT(**{**SMALL, **kwargs})
 
 
-def test_backbone_layout_follows_the_reference():
-    """Per-stage values are padded with the last one; a shrinking block (one block, twice the
-    heads, mlp_mult 2, no dropout) follows every stage but the last and halves the map, rounding up."""
+def test_stage_layout_follows_the_reference():
+    """Per-stage values are padded with the last one; every stage but the last ends with a
+    downsampling block to the next stage's width, which halves the map, rounding up."""
     model = LeViT(image_size=80, num_classes=3, dim=(32, 48), depth=(2,), heads=3, mlp_mult=4, dropout=0.2)
-    layout = [
-        (s.dim, s.dim_out, s.fmap_size, s.depth, s.heads, s.mlp_mult, s.dropout, s.downsample)
-        for s in model.backbone_stages
-    ]
-    assert layout == [
-        (32, 32, 5, 2, 3, 4, 0.2, False),
-        (32, 48, 5, 1, 6, 2, 0.0, True),
-        (48, 48, 3, 2, 3, 4, 0.2, False),
-        (48, 48, 3, 1, 6, 2, 0.0, True),
-        (48, 48, 2, 2, 3, 4, 0.2, False),
-    ]
+    assert model.stage_layout == (
+        StageLayout(dim=32, fmap_size=5, depth=2, heads=3, dim_out=48),
+        StageLayout(dim=48, fmap_size=3, depth=2, heads=3, dim_out=48),
+        StageLayout(dim=48, fmap_size=2, depth=2, heads=3, dim_out=None),
+    )
+
+
+def test_parameter_tree_names_stages_blocks_and_downsampling():
+    """``stages_{i}`` hold their blocks ``layers_{j}`` and (but the last) the downsampling block
+    ``downsample``: twice the heads, ``mlp_mult`` 2, the next stage's width."""
+    model = LeViT(**dict(SMALL, depth=(2, 1), mlp_mult=3))
+    params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    params = params["params"]
+    assert set(params) == {*(f"conv_embedding_{i}" for i in range(4)), "stages_0", "stages_1", "mlp_head"}
+    assert set(params["stages_0"]) == {"layers_0", "layers_1", "downsample"}
+    assert set(params["stages_1"]) == {"layers_0"}
+    downsample = params["stages_0"]["downsample"]
+    assert downsample["attn"]["pos_bias"]["embedding"].shape == (4, 2 * 2)  # 2x2 map, twice the heads
+    assert downsample["attn"]["to_out"]["conv"]["kernel"].shape == (1, 1, 2 * 2 * 16, 48)
+    assert downsample["ff"]["fc1"]["kernel"].shape == (1, 1, 48, 2 * 48)  # mlp_mult 2 whatever the model's
+    assert params["stages_0"]["layers_0"]["ff"]["fc1"]["kernel"].shape == (1, 1, 32, 3 * 32)
+
+
+def test_input_sizes_are_the_configured_size():
+    model = LeViT(**SMALL)
+    assert model.input_sizes().smallest == 32 and 48 not in model.input_sizes()
+    params = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    assert jax.eval_shape(model.apply, params, jnp.zeros((1, 32, 32, 3))).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", [k for k in CONFIGS if k.startswith("levit_")])
+def test_paper_configurations_build(name):
+    model = LeViT(**CONFIGS[name])
+    side = model.input_sizes().smallest
+    shapes = jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+    )
+    assert jax.eval_shape(
+        model.apply, shapes, jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+    ).shape == (
+        1,
+        1000,
+    )
+
+
+def test_small_recipe_builds():
+    model = LeViT(**CONFIGS["small"], num_classes=10)
+    side = model.input_sizes().smallest
+    shapes = jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+    )
+    assert set(shapes["params"]) >= {"stages_0", "stages_1"}
 
 
 def test_attention_bias_indices_read_the_absolute_offset():
@@ -129,7 +174,7 @@ def test_attention_bias_indices_read_the_absolute_offset():
 def test_attention_bias_is_gathered_from_the_table():
     """The bias of each (query, key) pair and head is the table row that
     :func:`attention_bias_indices` names, gathered in one ``take``."""
-    attn = Attention(8, 3, heads=2, dim_key=4, dim_value=4, downsample=True)
+    attn = ConvNormAttention(8, 3, heads=2, dim_key=4, dim_value=4, downsample=True)
     x = jnp.zeros((1, 3, 3, 8))
     variables = random_variables(attn, x)
     capture = jax.jit(lambda v: attn.apply(v, x, capture_intermediates=True, mutable=["intermediates"])[1])
@@ -155,3 +200,14 @@ def test_attention_bias_indices_match_reference():
     for size, downsample in ((4, False), (5, True), (4, True)):
         attn = reference(8, fmap_size=size, heads=2, dim_key=4, dim_value=4, downsample=downsample)
         np.testing.assert_array_equal(attention_bias_indices(size, downsample), attn.pos_indices.numpy())
+
+
+def test_readme_usage_builds_the_readme_configuration():
+    """The README's usage constructs the model with exactly ``CONFIGS["readme"]``."""
+    code = readme_python_blocks(Path(__file__).parents[1] / "README.md")[0]
+    calls = [
+        n
+        for n in ast.walk(ast.parse(code))
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "LeViT"
+    ]
+    assert {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords} == CONFIGS["readme"]

@@ -1,3 +1,4 @@
+import ast
 from pathlib import Path
 
 import jax
@@ -5,15 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from regionvit_flax import (
+    CONFIGS,
     RegionViT,
     from_vit_pytorch,
     local_rel_pos_indices,
-    merge_windows,
-    partition_windows,
+    merge_region_windows,
+    partition_region_windows,
     region_patches,
 )
 
-from vit_layers_flax.testing import ContractSuite, ModelCase
+from vit_layers_flax.testing import ContractSuite, ModelCase, readme_python_blocks
 
 # Four stages always (as in the reference). With window_size 2 and the stride-4 local tokenizer a
 # 32 px image gives local maps 8 -> 4 -> 2 -> 1 over regional grids 4 -> 2 -> 1 -> 1. One layer per
@@ -22,19 +24,7 @@ from vit_layers_flax.testing import ContractSuite, ModelCase
 SMALL = dict(dim=(16, 32, 48, 64), depth=(1, 1, 1, 2), window_size=2, num_classes=10)
 
 CASES = [
-    ModelCase(
-        "seed",
-        dict(
-            dim=(64, 128, 256, 512),
-            depth=(2, 2, 8, 2),
-            window_size=7,
-            num_classes=1000,
-            tokenize_local_3_conv=False,
-            use_peg=False,
-        ),
-        (1, 224, 224, 3),
-        seed_config=True,
-    ),
+    ModelCase("readme", CONFIGS["readme"], (1, 224, 224, 3), readme_config=True),
     ModelCase(
         # local_patch_size 2: regional patches of 2 * 4 = 8 px, but the local tokenizer keeps
         # stride 4, so the windows are 2x2 and use part of the 7x7 (window_size 4) bias table
@@ -141,7 +131,7 @@ def test_accepts_the_sizes_the_reference_takes():
         ((2, 2), (1, 1)),
     ]
     variables = _init_shapes(model, (1, 60, 60, 3))
-    assert variables["params"]["layers_1"]["transformer"]["local_rel_pos_bias"].shape == (81, 4)
+    assert variables["params"]["stages_1"]["transformer"]["local_rel_pos_bias"].shape == (81, 4)
     for shape in [(2, 60, 60, 3), (1, 20, 40, 3), (1, 120, 80, 3)]:
         assert jax.eval_shape(model.apply, variables, jnp.zeros(shape)).shape == (shape[0], 10)
 
@@ -153,16 +143,16 @@ def test_parameter_tree_mirrors_the_reference():
     assert set(params) == {
         "local_encoder",
         "region_encoder",
-        "layers_0",
-        "layers_1",
-        "layers_2",
-        "layers_3",
+        "stages_0",
+        "stages_1",
+        "stages_2",
+        "stages_3",
         "to_logits",
     }
     assert params["local_encoder"]["kernel"].shape == (8, 8, 3, 16)
     assert params["region_encoder"]["kernel"].shape == (3 * 8 * 8, 16)  # 1x1 conv on (c p1 p2) patches
-    assert set(params["layers_0"]) == {"transformer"}  # no downsampling, no PEG in the first stage
-    stage = params["layers_1"]
+    assert set(params["stages_0"]) == {"transformer"}  # no downsampling, no PEG in the first stage
+    stage = params["stages_1"]
     assert set(stage) == {"downsample", "peg", "transformer"}
     assert stage["downsample"]["kernel"].shape == (3, 3, 16, 32)
     assert stage["peg"]["proj"]["kernel"].shape == (3, 3, 1, 32)  # depthwise
@@ -179,7 +169,42 @@ def test_parameter_tree_mirrors_the_reference():
     conv3 = _init_shapes(RegionViT(**dict(SMALL, tokenize_local_3_conv=True)), (1, 32, 32, 3))["params"]
     encoder = conv3["local_encoder"]
     assert set(encoder) == {"conv1", "norm1", "conv2", "norm2", "conv3"}
-    assert encoder["norm1"]["g"].shape == (16,) and encoder["conv3"]["kernel"].shape == (3, 3, 16, 16)
+    assert encoder["norm1"]["scale"].shape == (16,) and encoder["conv3"]["kernel"].shape == (3, 3, 16, 16)
+
+
+def test_input_sizes():
+    """Multiples of eight regional patches work (every stage then has whole windows); the
+    smallest does, and the next side up, not a multiple of the regional patch, raises."""
+    model = RegionViT(**SMALL)  # 8 px regional patches
+    sizes = model.input_sizes()
+    assert (sizes.smallest, sizes.step) == (64, 64)
+    variables = _init_shapes(model, (1, 32, 32, 3))
+    for side in (64, 128, 192):
+        assert jax.eval_shape(model.apply, variables, jnp.zeros((1, side, side, 3))).shape == (1, 10)
+    assert 65 not in sizes
+    with pytest.raises(ValueError, match=r"received shape \(1, 65, 65, 3\)"):
+        jax.eval_shape(model.apply, variables, jnp.zeros((1, 65, 65, 3)))
+    default = RegionViT()
+    assert default.input_sizes().smallest == 224 and 448 in default.input_sizes()
+
+
+@pytest.mark.parametrize("name", [k for k in CONFIGS if k.startswith("regionvit_")])
+def test_paper_configurations_build(name):
+    model = RegionViT(**CONFIGS[name])
+    side = model.input_sizes().smallest
+    shapes = _init_shapes(model, (1, side, side, 3))
+    assert jax.eval_shape(model.apply, shapes, jnp.zeros((1, side, side, 3))).shape == (1, 1000)
+
+
+def test_small_recipe_builds():
+    """The recipe trains on 32 x 32 images: a side below the full-window multiples, accepted too."""
+    model = RegionViT(**CONFIGS["small"], num_classes=10)
+    assert jax.eval_shape(
+        model.apply, _init_shapes(model, (1, 32, 32, 3)), jnp.zeros((1, 32, 32, 3))
+    ).shape == (
+        1,
+        10,
+    )
 
 
 def test_any_number_of_channels():
@@ -193,12 +218,12 @@ def test_any_number_of_channels():
 def test_windows_partition_and_merge():
     local = jnp.arange(2 * 4 * 6 * 3).reshape(2, 4, 6, 3)
     region = -jnp.arange(2 * 2 * 3 * 3).reshape(2, 2, 3, 3)
-    tokens = partition_windows(local, region)  # a 2x3 grid of 2x2 windows
+    tokens = partition_region_windows(local, region)  # a 2x3 grid of 2x2 windows
     assert tokens.shape == (2 * 2 * 3, 1 + 2 * 2, 3)
     # window (batch 1, row 1, column 2): its regional token first, then its local tokens row-major
     np.testing.assert_array_equal(tokens[1 * 6 + 1 * 3 + 2, 0], region[1, 1, 2])
     np.testing.assert_array_equal(tokens[1 * 6 + 1 * 3 + 2, 1:], local[1, 2:4, 4:6].reshape(4, 3))
-    merged_local, merged_region = merge_windows(tokens, (2, 3), (2, 2))
+    merged_local, merged_region = merge_region_windows(tokens, (2, 3), (2, 2))
     np.testing.assert_array_equal(merged_local, local)
     np.testing.assert_array_equal(merged_region, region)
 
@@ -246,3 +271,14 @@ def test_converter_handles_empty_stages_and_odd_regional_grids():
     images = np.random.default_rng(3).standard_normal((2, 60, 60, 3), dtype=np.float32)
     error = relative_error(jax.jit(model.apply)(variables, images), reference_outputs(torch_model, images))
     assert error <= PARITY_RTOL
+
+
+def test_readme_usage_builds_the_readme_configuration():
+    """The README's usage constructs the model with exactly ``CONFIGS["readme"]``."""
+    code = readme_python_blocks(Path(__file__).parents[1] / "README.md")[0]
+    calls = [
+        n
+        for n in ast.walk(ast.parse(code))
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "RegionViT"
+    ]
+    assert {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords} == CONFIGS["readme"]

@@ -36,6 +36,7 @@ from vit_layers_flax.dense import Dense
 from vit_layers_flax.feed_forward import FeedForward
 from vit_layers_flax.head import ClassifierHead
 from vit_layers_flax.layer_norm import LayerNorm, layer_norm
+from vit_layers_flax.module import Layer, Model
 from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
 from vit_layers_flax.position_embedding import TokenEmbedding, pool_tokens, posemb_sincos_2d
 from vit_layers_flax.transformer import Transformer, TransformerBlock, apply_blocks
@@ -65,7 +66,9 @@ __all__ = [
     "DotProductAttention",
     "FeedForward",
     "InputSizes",
+    "Layer",
     "LayerNorm",
+    "Model",
     "PatchEmbedding",
     "StateDict",
     "TokenEmbedding",

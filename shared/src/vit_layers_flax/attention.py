@@ -9,7 +9,8 @@ from einops import rearrange
 
 from vit_layers_flax.dense import Dense
 from vit_layers_flax.layer_norm import LayerNorm
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.module import Layer
+from vit_layers_flax.typing import Array
 
 
 def attention_weights(q: Array, k: Array, scale: float | None = None, bias: Array | None = None) -> Array:
@@ -70,7 +71,7 @@ class DotProductAttention(nn.Module):
         return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation=self.implementation)
 
 
-class Attention(nn.Module):
+class Attention(Layer):
     """Pre-norm multi-head self-attention.
 
     ``(batch, tokens, dim) -> (batch, tokens, dim)``.
@@ -89,8 +90,6 @@ class Attention(nn.Module):
     project_out: bool | None = None
     out_bias: bool = True
     implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @property
     def projects_out(self) -> bool:

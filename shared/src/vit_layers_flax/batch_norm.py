@@ -5,10 +5,11 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.module import Layer
+from vit_layers_flax.typing import Array
 
 
-class BatchNorm(nn.Module):
+class BatchNorm(Layer):
     """``torch.nn.BatchNorm2d`` on the last (channel) axis: ``(..., channels) -> (..., channels)``.
 
     Variables are :class:`flax.linen.BatchNorm`'s (params ``scale``, ``bias``; ``batch_stats``
@@ -24,8 +25,6 @@ class BatchNorm(nn.Module):
     epsilon: float = 1e-5
     scale_init: nn.initializers.Initializer = nn.initializers.ones
     bias_init: nn.initializers.Initializer = nn.initializers.zeros
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.module import Layer
+from vit_layers_flax.typing import Array
 from vit_layers_flax.validation import conv_output_size, pair
 
 #: The CPU-tuned convolutions are used when a program is lowered for the CPU; set the
@@ -28,7 +29,7 @@ def _on_platform(cpu, default, *operands: Array) -> Array:
     return lax.platform_dependent(*operands, cpu=cpu, default=default)
 
 
-class Conv(nn.Module):
+class Conv(Layer):
     """torch's ``Conv2d(dim_in, features, k, stride, padding)`` on NHWC maps, with ``nn.Conv``'s
     fields and parameters (``kernel`` ``(kh, kw, dim_in, features)``, ``bias``) and initial values.
 
@@ -42,8 +43,6 @@ class Conv(nn.Module):
     strides: int | tuple[int, int] = 1
     padding: int | tuple[int, int] = 0
     use_bias: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -153,7 +152,7 @@ def _windows(
     ]
 
 
-class DepthwiseConv(nn.Module):
+class DepthwiseConv(Layer):
     """torch's ``Conv2d(dim_in, features, k, stride, padding, groups=dim_in)`` on NHWC maps.
 
     Output channel ``o`` reads input channel ``o // (features // dim_in)``, as torch's groups
@@ -167,8 +166,6 @@ class DepthwiseConv(nn.Module):
     strides: int | tuple[int, int] = 1
     padding: int | tuple[int, int] = 0
     use_bias: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -211,7 +208,7 @@ def _shifted_sum(
     return y.astype(x.dtype)
 
 
-class PEG(nn.Module):
+class PEG(Layer):
     """Positional encoding generator: ``x + depthwise_conv(k, padding=k // 2)(x)``.
 
     ``(batch, H, W, C) -> (batch, H, W, C)`` (Twins-SVT, RegionViT, ScalableViT); the
@@ -219,8 +216,6 @@ class PEG(nn.Module):
     """
 
     kernel_size: int = 3
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from vit_layers_flax.activation import gelu
 from vit_layers_flax.dense import Dense
 from vit_layers_flax.layer_norm import LayerNorm
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.module import Layer
+from vit_layers_flax.typing import Array
 
 
-class FeedForward(nn.Module):
+class FeedForward(Layer):
     """``LayerNorm -> Dense(hidden_dim) -> GELU (exact) -> Dropout -> Dense(dim) -> Dropout``.
 
     ``(..., dim) -> (..., dim)`` (tokens, or an NHWC map: a 1x1 convolution is a Dense on
@@ -24,8 +24,6 @@ class FeedForward(nn.Module):
     hidden_dim: int
     dropout: float = 0.0
     output_dropout: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

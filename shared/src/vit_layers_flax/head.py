@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from vit_layers_flax.dense import Dense
 from vit_layers_flax.layer_norm import LayerNorm
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.module import Layer
+from vit_layers_flax.typing import Array
 
 
-class ClassifierHead(nn.Module):
+class ClassifierHead(Layer):
     """``LayerNorm -> Dense(num_classes)``: ``(batch, dim) -> (batch, num_classes)``.
 
     The reference's ``mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim,
@@ -19,8 +19,6 @@ class ClassifierHead(nn.Module):
     """
 
     num_classes: int
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:

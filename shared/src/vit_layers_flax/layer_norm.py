@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax.linen import dtypes as flax_dtypes
 
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.module import Layer
+from vit_layers_flax.typing import Array
 
 
 def _normalize(x: Array, eps: float) -> tuple[Array, Array]:
@@ -49,7 +50,7 @@ def _layer_norm_jvp(eps, primals, tangents):
     return y.astype(dtype), dy.astype(dtype)
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(Layer):
     """``torch.nn.LayerNorm`` over the last axis (:func:`layer_norm`): eps 1e-5 (Flax
     defaults to 1e-6) and the two-pass variance.
 
@@ -59,8 +60,6 @@ class LayerNorm(nn.Module):
     """
 
     epsilon: float = 1e-5
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 from einops import rearrange
 
 from vit_layers_flax.dense import Dense
 from vit_layers_flax.layer_norm import LayerNorm
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.module import Layer
+from vit_layers_flax.typing import Array
 
 
 def patchify(images: Array, patch_size: tuple[int, int]) -> Array:
@@ -18,7 +18,7 @@ def patchify(images: Array, patch_size: tuple[int, int]) -> Array:
     return rearrange(images, "b (h p1) (w p2) c -> b (h w) (p1 p2 c)", p1=p1, p2=p2)
 
 
-class PatchEmbedding(nn.Module):
+class PatchEmbedding(Layer):
     """``patchify -> LayerNorm(patch_dim) -> Dense(dim) -> LayerNorm(dim)``.
 
     ``(batch, H, W, C) -> (batch, num_patches, dim)``; parameters ``patch_norm``, ``proj``
@@ -27,8 +27,6 @@ class PatchEmbedding(nn.Module):
 
     dim: int
     patch_size: tuple[int, int]
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, images: Array) -> Array:

@@ -7,12 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from vit_layers_flax.attention import Attention
 from vit_layers_flax.feed_forward import FeedForward
 from vit_layers_flax.layer_norm import LayerNorm
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.module import Layer, Model
+from vit_layers_flax.typing import Array
 
 #: ``nn.scan`` traces its body a second time to check that broadcast variables are loop
 #: invariants, unless told not to (Flax >= 0.10.3); :func:`apply_blocks` broadcasts none.
@@ -67,7 +67,7 @@ def apply_blocks(
     return x
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(Layer):
     """``x + attn(x)``, then ``x + ff(x)``: ``(batch, tokens, dim)`` in and out.
 
     ``attention`` builds the attention as ``attention(dim, heads=, dim_head=, dropout=,
@@ -81,8 +81,6 @@ class TransformerBlock(nn.Module):
     mlp_dim: int
     dropout: float = 0.0
     attention: Callable[..., nn.Module] = Attention
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
@@ -95,7 +93,7 @@ class TransformerBlock(nn.Module):
         return x + ff(x, train=train)
 
 
-class Transformer(nn.Module):
+class Transformer(Model):
     """``depth`` blocks (:func:`apply_blocks`), then a LayerNorm ``norm`` unless ``final_norm=False``.
 
     ``block`` builds one block from a ``name`` (a :class:`TransformerBlock` partial, or an
@@ -105,10 +103,6 @@ class Transformer(nn.Module):
     depth: int
     block: Callable[..., nn.Module]
     final_norm: bool = True
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool = False) -> Any:

@@ -9,16 +9,17 @@ from cait_flax.transformer import LayerScaleTransformer
 from vit_layers_flax import (
     ClassifierHead,
     InputSizes,
+    Model,
     PatchEmbedding,
     TokenEmbedding,
     check_config,
     check_images,
     pool_tokens,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 
-class CaiT(nn.Module):
+class CaiT(Model):
     """Class-attention image transformer: ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
 
     Touvron, Cord, Sablayrolles, Synnaeve, Jégou, "Going deeper with Image Transformers",
@@ -44,10 +45,6 @@ class CaiT(nn.Module):
     emb_dropout: float = 0.0
     layer_dropout: float = 0.0
     channels: int = 3
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         check_config(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_layers_flax import Layer
 from vit_layers_flax.typing import Array, Dtype
 
 
@@ -22,7 +23,7 @@ def initial_layer_scale(block_number: int) -> float:
     return 1e-6
 
 
-class LayerScale(nn.Module):
+class LayerScale(Layer):
     """``branch * scale``: ``(..., dim) -> (..., dim)`` with a learned ``scale`` ``(dim,)``.
 
     ``initial_scale`` (a float, or a traced scalar: a row of a per-layer input) fills
@@ -30,9 +31,6 @@ class LayerScale(nn.Module):
     as ``(1, 1, dim)``; here the block calls the branch, then this, and the converter drops
     the singleton axes.
     """
-
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, branch: Array, initial_scale: Array | float) -> Array:

@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Dense, LayerNorm, apply_attention
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Dense, Layer, LayerNorm, apply_attention
+from vit_layers_flax.typing import Array
 
 
-class TalkingHeadsAttention(nn.Module):
+class TalkingHeadsAttention(Layer):
     """Pre-norm multi-head attention whose heads are mixed by learned ``(heads, heads)``
     matrices before the softmax (``mix_heads_pre_attn``) and after it (``mix_heads_post_attn``).
 
@@ -27,8 +27,6 @@ class TalkingHeadsAttention(nn.Module):
     heads: int = 8
     dim_head: int = 64
     dropout: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, context: Array | None = None, *, train: bool = False) -> Array:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax.numpy as jnp
 import numpy as np
 
 from cait_flax.layer_dropout import layer_keep_mask
 from cait_flax.layer_scale import LayerScale, initial_layer_scale
 from cait_flax.talking_heads import TalkingHeadsAttention
-from vit_layers_flax import FeedForward, apply_blocks
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import FeedForward, Layer, Model, apply_blocks
+from vit_layers_flax.typing import Array
 
 
-class LayerScaleBlock(nn.Module):
+class LayerScaleBlock(Layer):
     """``x + LayerScale(attn(x, context))``, then ``x + LayerScale(ff(x))``: ``(batch, tokens, dim)``.
 
     ``context`` (``(batch, ctx_tokens, dim)`` or ``None``) is the class-attention context;
@@ -31,8 +30,6 @@ class LayerScaleBlock(nn.Module):
     dim_head: int
     mlp_dim: int
     dropout: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(
@@ -61,7 +58,7 @@ class LayerScaleBlock(nn.Module):
         return residual(x, ff_scale(ff(x, train=train), initial_scale))
 
 
-class LayerScaleTransformer(nn.Module):
+class LayerScaleTransformer(Model):
     """``depth`` :class:`LayerScaleBlock` s through :func:`~vit_layers_flax.apply_blocks`, no final norm.
 
     ``x: (batch, tokens, dim)``, ``context: (batch, ctx_tokens, dim) | None -> (batch, tokens, dim)``.
@@ -79,10 +76,6 @@ class LayerScaleTransformer(nn.Module):
     mlp_dim: int
     dropout: float = 0.0
     layer_dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, context: Array | None = None, *, train: bool = False) -> Array:

@@ -14,12 +14,13 @@ from crossformer_flax.position_bias import (
 from vit_layers_flax import (
     Dense,
     DotProductAttention,
+    Layer,
     LayerNorm,
     merge_windows,
     partition_windows,
     split_qkv,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 #: A ``'long'`` window holds ``w x w`` positions ``H / w`` rows and ``W / w`` columns apart
 #: (the reference's ``'b d (l1 h) (l2 w) -> (b h w) d l1 l2'``): interleaving the map's
@@ -45,7 +46,7 @@ def merge_distance_windows(windows: Array, window_size: int, attn_type: str, siz
     return x
 
 
-class LongShortDistanceAttention(nn.Module):
+class LongShortDistanceAttention(Layer):
     """vit-pytorch ``crossformer.Attention``, short- or long-distance: ``(batch, H, W, dim)`` in and out.
 
     The map is normalised over channels (``norm``), cut into ``window_size x window_size``
@@ -65,8 +66,6 @@ class LongShortDistanceAttention(nn.Module):
     dim_head: int = 32
     dropout: float = 0.0
     implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         if self.attn_type not in ("short", "long"):

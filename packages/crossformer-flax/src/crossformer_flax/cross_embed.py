@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_layers_flax import Conv, conv_output_size
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Conv, Layer, conv_output_size
+from vit_layers_flax.typing import Array
 
 
 def scale_dims(dim_out: int, num_scales: int) -> list[int]:
@@ -33,7 +33,7 @@ def embedded_side(side: int, kernel: int, stride: int) -> int:
     return conv_output_size(side, kernel, stride, embedding_padding(kernel, stride))
 
 
-class CrossEmbedLayer(nn.Module):
+class CrossEmbedLayer(Layer):
     """vit-pytorch ``crossformer.CrossEmbedLayer``: ``(batch, H, W, C) -> (batch, H', W', dim_out)``.
 
     One convolution per kernel size (``convs_0`` ... , kernels sorted ascending as the
@@ -48,8 +48,6 @@ class CrossEmbedLayer(nn.Module):
     dim_out: int
     kernel_sizes: Sequence[int]
     stride: int = 2
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:

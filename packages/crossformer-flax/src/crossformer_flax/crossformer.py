@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from crossformer_flax.attention import LongShortDistanceAttention
 from crossformer_flax.cross_embed import CrossEmbedLayer, embedded_side, embedding_padding, scale_dims
@@ -17,13 +16,15 @@ from vit_layers_flax import (
     Dense,
     FeedForward,
     InputSizes,
+    Layer,
+    Model,
     apply_blocks,
     cast_tuple,
     check_config,
     check_images,
     check_stage_size,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 #: the reference's attention always has 32 channels per head (its ``Transformer`` does not pass ``dim_head``).
 DIM_HEAD = 32
@@ -32,7 +33,7 @@ FF_MULT = 4
 NUM_STAGES = 4
 
 
-class CrossFormerBlock(nn.Module):
+class CrossFormerBlock(Layer):
     """One layer of the reference's ``crossformer.Transformer``: ``(batch, H, W, dim)`` in and out.
 
     ``x + short_attn(x)``, ``x + short_ff(x)``, ``x + long_attn(x)``, ``x + long_ff(x)``
@@ -52,8 +53,6 @@ class CrossFormerBlock(nn.Module):
     dropout: float = 0.0
     attn_dropout: float = 0.0
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
@@ -107,7 +106,7 @@ class Stage(nn.Module):
         return apply_blocks(make_block, self.depth, x, train=train, scan=self.scan, remat=self.remat)
 
 
-class CrossFormer(nn.Module):
+class CrossFormer(Model):
     """CrossFormer (Wang et al., 2022; ICLR, arXiv:2108.00154): four stages of cross-scale
     embedding and long/short distance attention. ``(batch, H, W, channels) -> (batch, num_classes)``,
     or with ``return_features=True`` the four stages' NHWC maps (the head is not run).
@@ -132,10 +131,6 @@ class CrossFormer(nn.Module):
     ff_dropout: float = 0.0
     channels: int = 3
     attention_implementation: str | None = None
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def stage_configs(self) -> list[dict[str, Any]]:
         """The four stages' ``dim``, ``depth``, window sizes, ``kernel_sizes`` and ``stride``."""

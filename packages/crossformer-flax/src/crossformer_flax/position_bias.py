@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
-from vit_layers_flax import Dense, LayerNorm
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Dense, Layer, LayerNorm
+from vit_layers_flax.typing import Array
 
 
 def relative_positions(window_size: int) -> np.ndarray:
@@ -41,7 +40,7 @@ def relative_position_indices(window_size: int) -> np.ndarray:
     return (rel_pos * np.array([2 * window_size - 1, 1])).sum(axis=-1).astype(np.int32)
 
 
-class DynamicPositionBias(nn.Module):
+class DynamicPositionBias(Layer):
     """vit-pytorch ``crossformer.DynamicPositionBias``: ``(n, 2) offsets -> (n,)`` biases.
 
     Three ``Dense(dim) -> LayerNorm -> ReLU`` layers and a ``Dense(1)``, one bias shared by
@@ -50,8 +49,6 @@ class DynamicPositionBias(nn.Module):
     """
 
     dim: int
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, rel_pos: Array) -> Array:

@@ -10,11 +10,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Dense, DotProductAttention, LayerNorm, apply_blocks
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Dense, DotProductAttention, Layer, LayerNorm, apply_blocks
+from vit_layers_flax.typing import Array
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(Layer):
     """A class token's pre-norm multi-head attention over ``[norm(x), context]``.
 
     ``x: (batch, 1, dim_in)``, ``context: (batch, ctx_len, dim)`` ``-> (batch, 1, dim_in)``
@@ -31,8 +31,6 @@ class CrossAttention(nn.Module):
     dim_head: int = 64
     dropout: float = 0.0
     implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, context: Array, *, train: bool = False) -> Array:

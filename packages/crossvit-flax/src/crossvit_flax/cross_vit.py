@@ -7,13 +7,14 @@ import functools
 from collections.abc import Callable
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from crossvit_flax.cross_attention import CrossAttention, CrossAttentionLayer, CrossTransformer
 from vit_layers_flax import (
     Attention,
     ClassifierHead,
     InputSizes,
+    Layer,
+    Model,
     PatchEmbedding,
     TokenEmbedding,
     Transformer,
@@ -21,10 +22,10 @@ from vit_layers_flax import (
     check_config,
     check_images,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 
-class ImageEmbedder(nn.Module):
+class ImageEmbedder(Layer):
     """One branch's tokens: ``(batch, height, width, channels) -> (batch, 1 + num_patches, dim)``.
 
     The shared :class:`~vit_layers_flax.PatchEmbedding` (``to_patch_embedding``) and
@@ -35,8 +36,6 @@ class ImageEmbedder(nn.Module):
     dim: int
     patch_size: int
     dropout: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
@@ -72,7 +71,7 @@ class MultiScaleBlock(nn.Module):
         return self.cross_transformer(name="cross_attend")(sm_tokens, lg_tokens, train=train)
 
 
-class CrossViT(nn.Module):
+class CrossViT(Model):
     """CrossViT (Chen, Fan and Panda, 2021; ICCV, arXiv:2103.14899): a dual-branch vision
     transformer fused by class-token cross-attention. ``(batch, image_size, image_size,
     channels) -> (batch, num_classes)``.
@@ -107,11 +106,7 @@ class CrossViT(nn.Module):
     dropout: float = 0.1
     emb_dropout: float = 0.1
     channels: int = 3
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         sizes = (self.image_size, self.sm_patch_size, self.lg_patch_size)

@@ -8,11 +8,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import BatchNorm, Dense, DepthwiseConv, DotProductAttention, LayerNorm
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import BatchNorm, Dense, DepthwiseConv, DotProductAttention, Layer, LayerNorm
+from vit_layers_flax.typing import Array
 
 
-class DepthwiseSeparableConv(nn.Module):
+class DepthwiseSeparableConv(Layer):
     """vit-pytorch's ``cvt.DepthWiseConv2d``: ``(batch, H, W, C) -> (batch, H', W', features)``.
 
     A depthwise convolution (``depthwise``, the reference's ``net.0``), a BatchNorm over its
@@ -26,8 +26,6 @@ class DepthwiseSeparableConv(nn.Module):
     strides: int = 1
     padding: int = 0
     use_bias: bool = True
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
@@ -45,7 +43,7 @@ class DepthwiseSeparableConv(nn.Module):
         return Dense(self.features, use_bias=self.use_bias, name="pointwise", **dtypes)(x)
 
 
-class ConvAttention(nn.Module):
+class ConvAttention(Layer):
     """vit-pytorch's ``cvt.Attention``, pre-norm: ``(batch, H, W, dim) -> (batch, H, W, dim)``.
 
     Queries come from a stride-1 :class:`DepthwiseSeparableConv` (``to_q``), keys and values
@@ -61,8 +59,6 @@ class ConvAttention(nn.Module):
     dim_head: int = 64
     dropout: float = 0.0
     implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

@@ -6,7 +6,6 @@ import functools
 from collections.abc import Callable
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from cvt_flax.attention import ConvAttention
 from vit_layers_flax import (
@@ -14,12 +13,13 @@ from vit_layers_flax import (
     Dense,
     InputSizes,
     LayerNorm,
+    Model,
     Transformer,
     TransformerBlock,
     check_config,
     check_images,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 #: the reference's attention always has 64 channels per head (its ``Transformer`` does not pass ``dim_head``).
 DIM_HEAD = 64
@@ -36,7 +36,7 @@ STAGE_FIELDS = (
 )
 
 
-class Stage(nn.Module):
+class Stage(Model):
     """One CvT stage: ``(batch, H, W, C) -> (batch, H', W', emb_dim)``.
 
     The convolutional token embedding (``conv``, the reference's ``layers.{s}.0``: kernel
@@ -50,10 +50,6 @@ class Stage(nn.Module):
     emb_stride: int
     depth: int
     block: Callable[..., nn.Module]
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
@@ -74,7 +70,7 @@ class Stage(nn.Module):
         return transformer(x, train=train)
 
 
-class CvT(nn.Module):
+class CvT(Model):
     """Convolutional vision Transformer (Wu et al., 2021, arXiv:2103.15808, ICCV 2021).
 
     ``(batch, height, width, channels) -> (batch, num_classes)`` for any height and width:
@@ -114,10 +110,6 @@ class CvT(nn.Module):
     dropout: float = 0.0
     channels: int = 3
     attention_implementation: str | None = None
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def stage_config(self, stage: int) -> dict[str, int]:
         """The ``s{stage}_*`` attributes (``stage`` 1, 2 or 3) without their prefix."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from deepvit_flax.re_attention import ReAttention
 from vit_layers_flax import (
     ClassifierHead,
     InputSizes,
+    Model,
     PatchEmbedding,
     TokenEmbedding,
     Transformer,
@@ -19,10 +19,10 @@ from vit_layers_flax import (
     check_images,
     pool_tokens,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 
-class DeepViT(nn.Module):
+class DeepViT(Model):
     """ViT whose blocks attend with re-attention (:class:`ReAttention`), with a class token.
 
     Zhou et al., "DeepViT: Towards Deeper Vision Transformer", 2021 (arXiv:2103.11886).
@@ -45,10 +45,6 @@ class DeepViT(nn.Module):
     dim_head: int = 64
     dropout: float = 0.0
     emb_dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         check_config(

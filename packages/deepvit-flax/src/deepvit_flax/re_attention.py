@@ -6,11 +6,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Dense, LayerNorm, attention_weights, split_qkv
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Dense, Layer, LayerNorm, attention_weights, split_qkv
+from vit_layers_flax.typing import Array
 
 
-class ReAttention(nn.Module):
+class ReAttention(Layer):
     """Pre-norm multi-head self-attention with re-attention, as vit-pytorch's ``deepvit.Attention``.
 
     Zhou et al., 2021 (arXiv:2103.11886). ``(batch, tokens, dim) -> (batch, tokens, dim)``.
@@ -25,8 +25,6 @@ class ReAttention(nn.Module):
     heads: int = 8
     dim_head: int = 64
     dropout: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

@@ -2,22 +2,25 @@
 
 from importlib.metadata import version
 
-from levit_flax.attention import Attention, attention_bias_indices
+from levit_flax.attention import ConvNormAttention, attention_bias_indices
+from levit_flax.configs import CONFIGS
 from levit_flax.conv_norm import ConvNorm
 from levit_flax.convert import from_vit_pytorch
-from levit_flax.feed_forward import FeedForward
-from levit_flax.levit import LeViT
-from levit_flax.transformer import Block, Transformer
+from levit_flax.feed_forward import HardswishFeedForward
+from levit_flax.levit import LeViT, StageLayout
+from levit_flax.stage import Block, Stage
 from vit_layers_flax import load_torch_state_dict
 
 __version__ = version("levit-flax")
 __all__ = [
-    "Attention",
+    "CONFIGS",
     "Block",
     "ConvNorm",
-    "FeedForward",
+    "ConvNormAttention",
+    "HardswishFeedForward",
     "LeViT",
-    "Transformer",
+    "Stage",
+    "StageLayout",
     "attention_bias_indices",
     "from_vit_pytorch",
     "load_torch_state_dict",

@@ -10,8 +10,8 @@ import numpy as np
 from einops import rearrange
 
 from levit_flax.conv_norm import ConvNorm
-from vit_layers_flax import apply_attention, gelu
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Layer, apply_attention, gelu
+from vit_layers_flax.typing import Array
 
 
 def attention_bias_indices(fmap_size: int, downsample: bool = False) -> np.ndarray:
@@ -31,21 +31,16 @@ def attention_bias_indices(fmap_size: int, downsample: bool = False) -> np.ndarr
     return (rel[..., 0] * fmap_size + rel[..., 1]).astype(np.int32)
 
 
-class Attention(nn.Module):
-    """``(batch, f, f, dim) -> (batch, f', f', dim_out)`` with ``f = fmap_size`` and
-    ``f' = ceil(f / 2)`` if ``downsample`` else ``f``.
+class ConvNormAttention(Layer):
+    """LeViT's attention on an ``f x f`` map: :class:`ConvNorm` projections and a learned attention bias.
 
-    Queries, keys and values are 1x1 convolutions with BatchNorm (``to_q``, ``to_k``,
-    ``to_v``; the query's is strided when downsampling), split into ``heads`` of width
-    ``dim_key`` (queries, keys) and ``dim_value`` (values), channels ordered ``(heads, d)``
-    and positions flattened row-major. The logits are ``q·k * dim_key ** -0.5`` plus the
-    position bias *divided* by that scale (as the reference), the bias gathered from the
-    ``(f * f, heads)`` table ``pos_bias`` in one ``take`` with
-    :func:`attention_bias_indices`. Logits, softmax and attention dropout run in float32;
-    the weighted sum of the values in the compute dtype. The output is GELU (exact), then
-    ``to_out`` (1x1 convolution with bias, BatchNorm whose scale starts at zero, so a
-    fresh block outputs zero), then dropout. Dropout and batch statistics act only when
-    ``train=True``.
+    ``(batch, f, f, dim) -> (batch, f', f', dim_out)``, ``f' = ceil(f / 2)`` with
+    ``downsample`` (strided queries: the shrinking attention) else ``f``. ``to_q``, ``to_k``
+    (``heads`` of ``dim_key``) and ``to_v`` (``heads`` of ``dim_value``) are 1x1 convolutions
+    with BatchNorm. The logits ``q·k * dim_key ** -0.5`` get the bias *divided* by that scale
+    (as the reference), gathered from the ``(f * f, heads)`` table ``pos_bias`` with
+    :func:`attention_bias_indices`; softmax in float32. The output is GELU, then ``to_out``
+    (a 1x1 convolution with bias and a BatchNorm whose scale starts at zero), then dropout.
     """
 
     dim_out: int
@@ -55,8 +50,6 @@ class Attention(nn.Module):
     dim_value: int = 64
     dropout: float = 0.0
     downsample: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
@@ -64,7 +57,7 @@ class Attention(nn.Module):
         f = self.fmap_size
         if tuple(x.shape[1:3]) != (f, f):
             raise ValueError(
-                f"LeViT Attention: expected feature maps of shape (batch, {f}, {f}, channels), "
+                f"LeViT ConvNormAttention: expected feature maps of shape (batch, {f}, {f}, channels), "
                 f"received shape {tuple(x.shape)}"
             )
         heads, scale = self.heads, self.dim_key**-0.5

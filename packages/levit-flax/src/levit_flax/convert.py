@@ -11,7 +11,7 @@ import numpy as np
 
 from levit_flax.attention import attention_bias_indices
 from levit_flax.levit import CHANNELS, LeViT
-from vit_layers_flax import ConversionError, StateDict, finalize
+from vit_layers_flax import ConversionError, StateDict, model_variables
 
 
 class _Variables:
@@ -33,7 +33,7 @@ class _Variables:
 def _conv_norm(
     sd: StateDict, out: _Variables, path: tuple[str, ...], conv: str, norm: str, bias: bool = False
 ) -> None:
-    """``Sequential(Conv2d 1x1, BatchNorm2d)`` -> :class:`levit_flax.ConvNorm` (``conv``, ``norm``)."""
+    """``Sequential(Conv2d 1x1, BatchNorm2d)`` -> a :class:`~levit_flax.ConvNorm` (``conv``, ``norm``)."""
     norm_params, norm_stats = sd.batch_norm(norm)
     out.put((*path, "conv"), sd.conv2d(conv, bias=bias))
     out.put((*path, "norm"), norm_params, norm_stats)
@@ -56,30 +56,37 @@ def _attention(
         )
 
 
-def from_vit_pytorch(state_dict: Mapping[str, Any], model: LeViT) -> dict[str, Any]:
-    """``torch_levit.state_dict()`` -> the variables dict (``params`` and ``batch_stats``) for
-    ``model.apply``.
+def _block(
+    sd: StateDict, out: _Variables, path: tuple[str, ...], prefix: str, fmap_size: int, downsample: bool
+):
+    """The reference's ``layers.{j}`` (``0`` attention, ``1`` feed-forward) -> a :class:`~levit_flax.Block`."""
+    _attention(sd, out, (*path, "attn"), f"{prefix}.0", fmap_size, downsample)
+    out.put((*path, "ff", "fc1"), sd.conv2d(f"{prefix}.1.net.0"))
+    out.put((*path, "ff", "fc2"), sd.conv2d(f"{prefix}.1.net.3"))
 
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`LeViT` with the same hyperparameters. BatchNorm running
-    statistics become ``batch_stats`` (``num_batches_tracked`` is dropped); the attention
-    buffers ``pos_indices`` are not stored (the model recomputes them) but their shapes are
-    checked. Raises :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing
-    missing, unexpected and mis-shaped entries. Read a checkpoint file with
-    :func:`vit_layers_flax.load_torch_state_dict`.
+
+def from_vit_pytorch(state_dict: Mapping[str, Any], model: LeViT) -> dict[str, Any]:
+    """``torch_levit.state_dict()`` -> the variables (``params`` and ``batch_stats``) for ``model.apply``.
+
+    Stage ``i`` is the reference's ``backbone.{2i}``, its downsampling block
+    ``backbone.{2i+1}.layers.0``. BatchNorm running statistics become ``batch_stats``; the
+    attention buffers ``pos_indices`` are recomputed by the model, so only their shapes are
+    checked.
     """
     sd = StateDict(state_dict)
     out = _Variables()
     for i in range(4):
         out.put((f"conv_embedding_{i}",), sd.conv2d(f"conv_embedding.{i}"))
-    for n, stage in enumerate(model.backbone_stages):
+    for i, stage in enumerate(model.stage_layout):
         for j in range(stage.depth):
-            prefix, path = f"backbone.{n}.layers.{j}", (f"backbone_{n}", f"layers_{j}")
-            _attention(sd, out, (*path, "attn"), f"{prefix}.0", stage.fmap_size, stage.downsample)
-            out.put((*path, "ff", "fc1"), sd.conv2d(f"{prefix}.1.net.0"))
-            out.put((*path, "ff", "fc2"), sd.conv2d(f"{prefix}.1.net.3"))
+            prefix = f"backbone.{2 * i}.layers.{j}"
+            _block(sd, out, (f"stages_{i}", f"layers_{j}"), prefix, stage.fmap_size, downsample=False)
+        if stage.dim_out is not None:
+            prefix = f"backbone.{2 * i + 1}.layers.0"
+            _block(sd, out, (f"stages_{i}", "downsample"), prefix, stage.fmap_size, downsample=True)
     out.put(("mlp_head",), sd.linear("mlp_head"))
     if model.num_distill_classes is not None:
         out.put(("distill_head",), sd.linear("distill_head"))
-    sample = jax.ShapeDtypeStruct((1, model.image_size, model.image_size, CHANNELS), jnp.float32)
-    return finalize(sd, {"params": out.params, "batch_stats": out.batch_stats}, model, sample)
+    side = model.input_sizes().smallest
+    sample = jax.ShapeDtypeStruct((1, side, side, CHANNELS), jnp.float32)
+    return model_variables(sd, {"params": out.params, "batch_stats": out.batch_stats}, model, sample)

@@ -1,5 +1,4 @@
-"""LeViT: "a Vision Transformer in ConvNet's Clothing for Faster Inference" (Graham et al., 2021),
-after vit-pytorch's ``levit.py``."""
+"""LeViT: "a Vision Transformer in ConvNet's Clothing for Faster Inference", after vit-pytorch's ``levit.py``."""
 
 from __future__ import annotations
 
@@ -10,9 +9,9 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from levit_flax.transformer import Transformer
-from vit_layers_flax import Conv, check_config, check_images
-from vit_layers_flax.typing import Array, Dtype
+from levit_flax.stage import Stage
+from vit_layers_flax import Conv, Dense, InputSizes, Model, check_config, check_images
+from vit_layers_flax.typing import Array
 
 #: the convolutional stem: four 3x3 convolutions of stride 2 (no activation between them)
 STEM_WIDTHS = (32, 64, 128)
@@ -29,47 +28,29 @@ def per_stage(value: int | Sequence[int], stages: int) -> tuple[int, ...]:
     return values + values[-1:] * (stages - len(values))
 
 
-class BackboneStage(NamedTuple):
-    """Constructor keywords of one :class:`~levit_flax.Transformer` of the backbone."""
+class StageLayout(NamedTuple):
+    """One stage of a :class:`LeViT` (``stages_{i}``, a :class:`~levit_flax.Stage`): its width,
+    map side, blocks and heads, and the width its downsampling block widens the map to
+    (``None`` for the last stage, which has none)."""
 
     dim: int
     fmap_size: int
     depth: int
     heads: int
-    mlp_mult: int
-    dropout: float
-    dim_out: int
-    downsample: bool
+    dim_out: int | None
 
 
-class LeViT(nn.Module):
-    """LeViT: a convolutional stem, then stages of attention blocks on shrinking feature maps.
+class LeViT(Model):
+    """LeViT (Graham et al., 2021, arXiv:2104.01136): a convolutional stem, then stages of
+    attention blocks on feature maps that shrink between stages.
 
     ``(batch, image_size, image_size, 3) -> (batch, num_classes)``, or with
-    ``num_distill_classes`` the pair ``((batch, num_classes), (batch, num_distill_classes))``
-    (class head, distillation head), as the reference returns them.
-
-    The stem (``conv_embedding_0`` .. ``_3``: 3x3 convolutions of stride 2 to 32, 64, 128,
-    ``dim[0]`` channels) maps the image to an ``image_size / 16`` square map. Each of the
-    ``stages`` runs ``depth`` blocks of :class:`~levit_flax.Attention` (with a learned
-    attention bias) and a convolutional feed-forward, keeping the map's size; between
-    stages a shrinking block (one block, ``2 * heads`` heads, strided queries, no attention
-    residual, ``mlp_mult=2`` and no dropout whatever the model's, as the reference) halves
-    the map (rounding up) and widens it to the next stage's ``dim``. The map is averaged
-    and read by ``mlp_head`` (and ``distill_head``), plain linear layers.
-
-    Attributes follow vit-pytorch's ``LeViT``. ``dim``, ``depth`` and ``heads`` take an int
-    or a per-stage tuple (a shorter tuple is padded with its last value).
-    ``image_size`` must be a multiple of 16; inputs must be ``image_size × image_size``
-    with 3 channels. ``dropout`` acts on attention weights, attention outputs and in the
-    feed-forward, only when ``train=True`` (rng stream ``'dropout'``). ``train=True`` also
-    normalises with batch statistics and, with ``mutable=['batch_stats']``, updates the
-    running ones. ``remat`` rematerialises each block in the backward pass (less memory,
-    same results). ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    ``num_distill_classes`` the pair ``(logits, distill_logits)``. The stem
+    (``conv_embedding_0`` .. ``_3``: 3x3 convolutions of stride 2) makes an ``image_size / 16``
+    map; ``stages_{i}`` follow (:attr:`stage_layout`); the averaged map is read by the Dense
+    heads ``mlp_head`` (and ``distill_head``). ``dim``, ``depth`` and ``heads`` take an int or
+    at most ``stages`` values (padded with the last, as the reference); ``dim_key`` and
+    ``dim_value`` are the per-head widths of queries and keys, and of values.
     """
 
     image_size: int
@@ -83,10 +64,6 @@ class LeViT(nn.Module):
     dim_value: int = 64
     dropout: float = 0.0
     num_distill_classes: int | None = None
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         check_config(
@@ -122,67 +99,46 @@ class LeViT(nn.Module):
         super().__post_init__()
 
     @property
-    def backbone_stages(self) -> tuple[BackboneStage, ...]:
-        """The backbone's transformers in order (``backbone_0``, ``backbone_1``, ...): each
-        stage, then (except after the last) its shrinking block, as the reference builds them."""
+    def stage_layout(self) -> tuple[StageLayout, ...]:
+        """The stages in order: per-stage values padded to ``stages``, the map side halved
+        (rounding up) by each downsampling block, which widens to the next stage's ``dim``."""
         dims, depths, heads = (per_stage(v, self.stages) for v in (self.dim, self.depth, self.heads))
-        fmap_size = self.image_size // STEM_STRIDE
-        layout = []
+        fmap_size, layout = self.image_size // STEM_STRIDE, []
         for i in range(self.stages):
-            stage = dict(dim=dims[i], fmap_size=fmap_size, heads=heads[i])
-            layout.append(
-                BackboneStage(
-                    **stage,
-                    depth=depths[i],
-                    mlp_mult=self.mlp_mult,
-                    dropout=self.dropout,
-                    dim_out=dims[i],
-                    downsample=False,
-                )
-            )
-            if i < self.stages - 1:  # the reference's defaults: mlp_mult=2, dropout=0
-                shrink = dict(stage, heads=2 * heads[i])
-                layout.append(
-                    BackboneStage(
-                        **shrink, depth=1, mlp_mult=2, dropout=0.0, dim_out=dims[i + 1], downsample=True
-                    )
-                )
-                fmap_size = ceil(fmap_size / 2)
+            dim_out = dims[i + 1] if i < self.stages - 1 else None
+            layout.append(StageLayout(dims[i], fmap_size, depths[i], heads[i], dim_out))
+            fmap_size = ceil(fmap_size / 2)
         return tuple(layout)
+
+    def input_sizes(self) -> InputSizes:
+        return InputSizes(self.image_size)
 
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Any:
         size = (self.image_size, self.image_size)
         check_images(img, channels=CHANNELS, image_size=size, name="LeViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        stages = self.backbone_stages
+        layout = self.stage_layout
 
         x = img
-        for i, width in enumerate((*STEM_WIDTHS, stages[0].dim)):
-            conv = Conv(width, (3, 3), stride=(2, 2), padding=(1, 1), name=f"conv_embedding_{i}", **dtypes)
-            x = conv(x)
+        for i, width in enumerate((*STEM_WIDTHS, layout[0].dim)):
+            x = Conv(width, 3, strides=2, padding=1, name=f"conv_embedding_{i}", **dtypes)(x)
 
-        for i, stage in enumerate(stages):
-            transformer = Transformer(
-                stage.dim,
-                stage.fmap_size,
-                stage.depth,
-                stage.heads,
-                self.dim_key,
-                self.dim_value,
-                mlp_mult=stage.mlp_mult,
-                dropout=stage.dropout,
-                dim_out=stage.dim_out,
-                downsample=stage.downsample,
+        for i, stage in enumerate(layout):
+            x = Stage(
+                **stage._asdict(),
+                dim_key=self.dim_key,
+                dim_value=self.dim_value,
+                mlp_mult=self.mlp_mult,
+                dropout=self.dropout,
                 remat=self.remat,
                 scan=self.scan,
-                name=f"backbone_{i}",
+                name=f"stages_{i}",
                 **dtypes,
-            )
-            x = transformer(x, train=train)
+            )(x, train=train)
 
         x = jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d(1)
-        out = nn.Dense(self.num_classes, name="mlp_head", **dtypes)(x)
+        out = Dense(self.num_classes, name="mlp_head", **dtypes)(x)
         if self.num_distill_classes is None:
             return out
-        return out, nn.Dense(self.num_distill_classes, name="distill_head", **dtypes)(x)
+        return out, Dense(self.num_distill_classes, name="distill_head", **dtypes)(x)

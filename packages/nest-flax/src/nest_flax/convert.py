@@ -9,57 +9,49 @@ import jax
 import jax.numpy as jnp
 
 from nest_flax.nest import NesT
-from vit_layers_flax import StateDict, cast_tuple, finalize
+from vit_layers_flax import StateDict, cast_tuple, conv_feed_forward_params, model_variables
 
 
-def _local_transformer(sd: StateDict, prefix: str, depth: int) -> dict[str, Any]:
-    """The reference's ``nest.Transformer`` (``pos_emb``; ``layers.{i}.0`` attention and
-    ``layers.{i}.1`` feed-forward on 1x1 convolutions) -> ``LocalTransformer`` params."""
-    params: dict[str, Any] = {"pos_emb": sd[f"{prefix}.pos_emb"]}
-    for i in range(depth):
-        attn, ff = f"{prefix}.layers.{i}.0", f"{prefix}.layers.{i}.1"
-        params[f"layers_{i}"] = {
+def _hierarchy(sd: StateDict, prefix: str, depth: int, aggregate: bool) -> dict[str, Any]:
+    """The reference's ``layers.{i}``: ``0`` a ``nest.Transformer`` (``pos_emb``; ``layers.{j}.0``
+    attention and ``layers.{j}.1`` feed-forward, on 1x1 convolutions), ``1`` the aggregation."""
+    transformer = f"{prefix}.0"
+    params: dict[str, Any] = {"pos_emb": sd[f"{transformer}.pos_emb"], "transformer": {}}
+    for j in range(depth):
+        attn, ff = f"{transformer}.layers.{j}.0", f"{transformer}.layers.{j}.1"
+        params["transformer"][f"layers_{j}"] = {
             "attn": {
-                "norm": sd.chan_layer_norm_as_layer_norm(f"{attn}.norm"),
+                "norm": sd.chan_layer_norm(f"{attn}.norm"),
                 "to_qkv": sd.pointwise(f"{attn}.to_qkv", bias=False),
                 "to_out": sd.pointwise(f"{attn}.to_out.0"),
             },
-            "ff": {
-                "norm": sd.chan_layer_norm_as_layer_norm(f"{ff}.net.0"),
-                "fc1": sd.pointwise(f"{ff}.net.1"),
-                "fc2": sd.pointwise(f"{ff}.net.4"),
-            },
+            "ff": conv_feed_forward_params(sd, f"{ff}.net"),
+        }
+    if aggregate:
+        params["aggregate"] = {
+            "conv": sd.conv2d(f"{prefix}.1.0"),
+            "norm": sd.chan_layer_norm(f"{prefix}.1.1"),
         }
     return params
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: NesT) -> dict[str, Any]:
-    """``torch_nest.state_dict()`` -> the variables dict for ``model.apply``.
-
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`NesT` with the same hyperparameters. The reference's 1x1
-    convolutions become Dense kernels, its channel LayerNorms on tokens become LayerNorm
-    ``scale``/``bias``; the aggregation and head norms stay ``ChanLayerNorm`` ``g``/``b``.
-    Raises :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing,
-    unexpected and mis-shaped entries.
-    """
+    """``torch_nest.state_dict()`` -> the variables for ``model.apply``: level ``i`` (the
+    reference's ``layers.{i}``) is ``stages_{i}``, the head's ``mlp_head.0`` / ``mlp_head.2`` are
+    ``norm`` / ``head``; 1x1 convolutions become Dense kernels."""
     sd = StateDict(state_dict)
     params: dict[str, Any] = {
         "to_patch_embedding": {
-            "patch_norm": sd.chan_layer_norm_as_layer_norm("to_patch_embedding.1"),
+            "patch_norm": sd.chan_layer_norm("to_patch_embedding.1"),
             "proj": sd.pointwise("to_patch_embedding.2"),
-            "norm": sd.chan_layer_norm_as_layer_norm("to_patch_embedding.3"),
+            "norm": sd.chan_layer_norm("to_patch_embedding.3"),
         },
-        "mlp_head": {"norm": sd.chan_layer_norm("mlp_head.0"), "fc": sd.linear("mlp_head.2")},
+        "norm": sd.chan_layer_norm("mlp_head.0"),
+        "head": sd.linear("mlp_head.2"),
     }
     repeats = cast_tuple(model.block_repeats, model.num_hierarchies)
     for i, depth in enumerate(repeats):
-        level = {"transformer": _local_transformer(sd, f"layers.{i}.0", depth)}
-        if i < model.num_hierarchies - 1:
-            level["aggregate"] = {
-                "conv": sd.conv2d(f"layers.{i}.1.0"),
-                "norm": sd.chan_layer_norm(f"layers.{i}.1.1"),
-            }
-        params[f"layers_{i}"] = level
-    sample = jax.ShapeDtypeStruct((1, model.image_size, model.image_size, model.channels), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+        params[f"stages_{i}"] = _hierarchy(sd, f"layers.{i}", depth, aggregate=i < model.num_hierarchies - 1)
+    side = model.input_sizes().smallest
+    sample = jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32)
+    return model_variables(sd, {"params": params}, model, sample)

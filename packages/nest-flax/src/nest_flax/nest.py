@@ -1,101 +1,101 @@
-"""NesT: "Nested Hierarchical Transformer" (Zhang et al., 2022), after vit-pytorch's ``nest.py``."""
+"""NesT: "Nested Hierarchical Transformer", after vit-pytorch's ``nest.py``."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 from einops import rearrange
 
 from nest_flax.aggregate import Aggregate
-from nest_flax.blocks import merge_blocks, partition_blocks
-from nest_flax.head import PooledHead
-from nest_flax.transformer import LocalTransformer
-from vit_layers_flax import PatchEmbedding, cast_tuple, check_config, check_images
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import (
+    Attention,
+    Dense,
+    InputSizes,
+    LayerNorm,
+    Model,
+    PatchEmbedding,
+    Transformer,
+    TransformerBlock,
+    cast_tuple,
+    check_config,
+    check_images,
+    merge_windows,
+    partition_windows,
+)
+from vit_layers_flax.typing import Array
 
 
-class Hierarchy(nn.Module):
-    """One level of the nest: blocks -> local transformer -> merged map -> aggregation.
+class Hierarchy(Model):
+    """One level of the nest: a transformer inside every block of a ``grid_size``-sided grid,
+    then, unless ``dim_out`` is ``None`` (the top level), aggregation.
 
-    ``(batch, H, W, dim) -> (batch, ceil(H / 2), ceil(W / 2), dim_out)``, or
-    ``(batch, H, W, dim)`` when ``dim_out`` is ``None`` (the top level, which the reference
-    closes with ``nn.Identity``). The map is cut into a ``block_size x block_size`` grid
-    (:func:`~nest_flax.blocks.partition_blocks`), every block runs through the same
-    :class:`~nest_flax.transformer.LocalTransformer` (``transformer``), the blocks are
-    put back together and :class:`~nest_flax.aggregate.Aggregate` (``aggregate``) halves the
-    map, so neighbouring blocks communicate.
+    ``(batch, H, W, dim) -> (batch, ceil(H / 2), ceil(W / 2), dim_out)``, or unchanged at the
+    top. Every block (:func:`~vit_layers_flax.partition_windows`) gets ``pos_emb``, one scalar
+    per position (``(seq_len,)``; a smaller block uses the first entries, as the reference),
+    and the ``transformer``: ``depth`` shared :class:`~vit_layers_flax.TransformerBlock` s with
+    heads ``dim // heads`` wide, ``to_out`` even for one head, no final norm. ``aggregate``
+    (:class:`Aggregate`) halves the merged map, so that neighbouring blocks communicate.
     """
 
     dim: int
     dim_out: int | None
-    block_size: int
+    grid_size: int
     seq_len: int
     depth: int
     heads: int
     mlp_mult: int
     dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        block_height = x.shape[1] // self.block_size
-        tokens = partition_blocks(x, self.block_size)
-        tokens = LocalTransformer(
+        size = x.shape[1:3]
+        window = (size[0] // self.grid_size, size[1] // self.grid_size)
+        tokens = partition_windows(x, window)
+        pos_emb = self.param("pos_emb", nn.initializers.normal(stddev=1.0), (self.seq_len,), self.param_dtype)
+        tokens = tokens + pos_emb[: tokens.shape[1], None].astype(tokens.dtype)
+        attention = functools.partial(
+            Attention, project_out=True, implementation=self.attention_implementation
+        )
+        block = functools.partial(
+            TransformerBlock,
             self.dim,
-            self.seq_len,
-            self.depth,
             self.heads,
-            self.mlp_mult,
+            self.dim // self.heads,
+            self.dim * self.mlp_mult,
             dropout=self.dropout,
+            attention=attention,
+            **dtypes,
+        )
+        transformer = Transformer(
+            self.depth,
+            block,
+            final_norm=False,
             remat=self.remat,
             scan=self.scan,
-            attention_implementation=self.attention_implementation,
             name="transformer",
             **dtypes,
-        )(tokens, train=train)
-        x = merge_blocks(tokens, self.block_size, block_height)
+        )
+        x = merge_windows(transformer(tokens, train=train), window, size)
         if self.dim_out is None:
             return x
         return Aggregate(self.dim_out, name="aggregate", **dtypes)(x)
 
 
-class NesT(nn.Module):
-    """Nested hierarchical transformer: local transformers on blocks, aggregated level by level.
+class NesT(Model):
+    """NesT (Zhang et al., AAAI 2022, arXiv:2105.12723): local transformers on image blocks,
+    aggregated level by level. ``(batch, height, width, channels) -> (batch, num_classes)``.
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``.
-
-    Attributes follow vit-pytorch's ``NesT``. The image is cut into ``patch_size`` patches
-    embedded to ``dim`` (LayerNorm, Linear, LayerNorm), giving an ``image_size / patch_size``
-    square map. Level ``i`` of ``num_hierarchies`` (``layers_{i}``, a :class:`Hierarchy`)
-    splits the map into a ``2 ** (num_hierarchies - 1 - i)``-sided grid of blocks, runs
-    ``block_repeats[i]`` transformer blocks of width ``dim * 2 ** i`` with ``heads * 2 ** i``
-    heads inside every block, and (but the last level) aggregates to twice the width and
-    half the side. Every block holds the same ``seq_len = (image_size / patch_size /
-    2 ** (num_hierarchies - 1)) ** 2`` tokens at every level. The head normalises every
-    position, averages them and classifies. ``dim_head`` is accepted for compatibility and
-    unused, as in the reference (each head is ``dim // heads`` wide at every level).
-
-    Images need not be ``image_size``: as in the reference, any height and width that are
-    multiples of ``patch_size * 2 ** (num_hierarchies - 1)`` are taken, provided a block
-    holds at most ``seq_len`` tokens (those use the first entries of each level's position
-    embedding).
-
-    ``dropout`` acts in attention and feed-forward blocks only when ``train=True`` (rng
-    stream ``'dropout'``). ``remat`` rematerialises each transformer block in the backward
-    pass (less activation memory, same results). ``attention_implementation`` is passed to
-    :func:`jax.nn.dot_product_attention` (``None``, ``'xla'`` or ``'cudnn'``). ``dtype`` is
-    the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    Patches of ``patch_size`` are embedded to ``dim``; level ``i`` (``stages_{i}``, a
+    :class:`Hierarchy`) runs ``block_repeats[i]`` blocks of width ``dim * 2 ** i`` with
+    ``heads * 2 ** i`` heads inside each block of a ``2 ** (num_hierarchies - 1 - i)``-sided
+    grid; every block holds :attr:`seq_len` tokens. The top map is normalised per position
+    (``norm``), averaged and classified (``head``). ``dim_head`` is unused, as in the reference.
+    Images of other sizes are taken too (:meth:`input_sizes`) while a block holds at most
+    ``seq_len`` tokens.
     """
 
     image_size: int
@@ -109,11 +109,7 @@ class NesT(nn.Module):
     channels: int = 3
     dim_head: int = 64
     dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @property
     def grid_size(self) -> int:
@@ -124,6 +120,13 @@ class NesT(nn.Module):
     def seq_len(self) -> int:
         """Tokens per block (and length of every level's position embedding)."""
         return (self.image_size // self.patch_size // self.grid_size) ** 2
+
+    def input_sizes(self) -> InputSizes:
+        """Heights and widths that split into the bottom grid of blocks of whole patches,
+        multiples of ``patch_size * grid_size``; a block must also hold at most :attr:`seq_len`
+        tokens, i.e. ``(height / side) * (width / side) <= seq_len`` with that side."""
+        side = self.patch_size * self.grid_size
+        return InputSizes(side, side)
 
     def __post_init__(self):
         check_config(
@@ -159,9 +162,9 @@ class NesT(nn.Module):
 
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:
-        unit = self.patch_size * self.grid_size
-        _, height, width, _ = check_images(img, channels=self.channels, multiple_of=(unit, unit), name="NesT")
-        if (height // unit) * (width // unit) > self.seq_len:
+        side = self.input_sizes().step
+        _, height, width, _ = check_images(img, channels=self.channels, multiple_of=(side, side), name="NesT")
+        if (height // side) * (width // side) > self.seq_len:
             # a block would outgrow the position embedding; name the configured size
             check_images(img, channels=self.channels, image_size=(self.image_size,) * 2, name="NesT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -175,7 +178,7 @@ class NesT(nn.Module):
             x = Hierarchy(
                 self.dim * 2**i,
                 None if is_last else self.dim * 2 ** (i + 1),
-                block_size=2 ** (self.num_hierarchies - 1 - i),
+                grid_size=2 ** (self.num_hierarchies - 1 - i),
                 seq_len=self.seq_len,
                 depth=depth,
                 heads=self.heads * 2**i,
@@ -184,7 +187,9 @@ class NesT(nn.Module):
                 remat=self.remat,
                 scan=self.scan,
                 attention_implementation=self.attention_implementation,
-                name=f"layers_{i}",
+                name=f"stages_{i}",
                 **dtypes,
             )(x, train=train)
-        return PooledHead(self.num_classes, name="mlp_head", **dtypes)(x)
+        # the reference's mlp_head: LayerNorm on every position, the spatial mean, Linear
+        x = LayerNorm(name="norm", **dtypes)(x).mean(axis=(1, 2))
+        return Dense(self.num_classes, name="head", **dtypes)(x)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from vit_layers_flax import Attention, FeedForward
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Attention, FeedForward, Layer
+from vit_layers_flax.typing import Array
 
 
-class ParallelTransformerBlock(nn.Module):
+class ParallelTransformerBlock(Layer):
     """``x + sum_j attn_j(x)``, then ``x + sum_j ff_j(x)`` over ``num_parallel_branches`` branches.
 
     ``(batch, tokens, dim) -> (batch, tokens, dim)``. Each branch is a pre-norm attention
@@ -28,8 +27,6 @@ class ParallelTransformerBlock(nn.Module):
     dropout: float = 0.0
     attention: Callable[..., nn.Module] = Attention
     num_parallel_branches: int = 2
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

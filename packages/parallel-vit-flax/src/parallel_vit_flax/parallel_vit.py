@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from parallel_vit_flax.parallel_block import ParallelTransformerBlock
 from vit_layers_flax import (
@@ -14,6 +13,7 @@ from vit_layers_flax import (
     ClassifierHead,
     Dense,
     InputSizes,
+    Model,
     TokenEmbedding,
     Transformer,
     check_config,
@@ -22,10 +22,10 @@ from vit_layers_flax import (
     patchify,
     pool_tokens,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 
-class ViT(nn.Module):
+class ViT(Model):
     """ViT whose layers sum ``num_parallel_branches`` attention branches, then as many
     feed-forward branches (:class:`ParallelTransformerBlock`).
 
@@ -51,11 +51,7 @@ class ViT(nn.Module):
     dim_head: int = 64
     dropout: float = 0.0
     emb_dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_layers_flax import DotProductAttention, LayerNorm, check_config
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import DotProductAttention, Layer, LayerNorm, check_config
+from vit_layers_flax.typing import Array
 
 
-class PatchMerger(nn.Module):
+class PatchMerger(Layer):
     """``(batch, tokens, dim) -> (batch, num_tokens_out, dim)``.
 
     ``x = LayerNorm(x)``, then each of ``num_tokens_out`` learned queries ``(num_tokens_out,
@@ -22,8 +22,6 @@ class PatchMerger(nn.Module):
 
     dim: int
     num_tokens_out: int
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         check_config(

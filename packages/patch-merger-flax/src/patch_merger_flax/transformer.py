@@ -5,14 +5,13 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from patch_merger_flax.patch_merger import PatchMerger
-from vit_layers_flax import Attention, LayerNorm, TransformerBlock, apply_blocks
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Attention, LayerNorm, Model, TransformerBlock, apply_blocks
+from vit_layers_flax.typing import Array
 
 
-class MergingTransformer(nn.Module):
+class MergingTransformer(Model):
     """``depth`` :class:`~vit_layers_flax.TransformerBlock` s with a :class:`PatchMerger`
     (``patch_merger``) after block ``patch_merge_layer`` (1-based), then a LayerNorm ``norm``.
 
@@ -31,11 +30,7 @@ class MergingTransformer(nn.Module):
     dropout: float = 0.0
     patch_merge_layer: int = 1
     patch_merge_num_tokens: int = 8
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from patch_merger_flax.transformer import MergingTransformer
 from vit_layers_flax import (
     Dense,
     InputSizes,
+    Model,
     PatchEmbedding,
     TokenEmbedding,
     check_config,
@@ -16,10 +16,10 @@ from vit_layers_flax import (
     pair,
     pool_tokens,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 
-class ViT(nn.Module):
+class ViT(Model):
     """Vision Transformer whose tokens are merged mid-way: ``(batch, H, W, channels) -> (batch, num_classes)``.
 
     Renggli, Susano Pinto, Houlsby, Mustafa, Puigcerver, Riquelme, "Learning to Merge Tokens
@@ -44,11 +44,7 @@ class ViT(nn.Module):
     dim_head: int = 64
     dropout: float = 0.0
     emb_dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @property
     def merge_layer(self) -> int:

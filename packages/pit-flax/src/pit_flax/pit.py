@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from pit_flax.pool import Pool
 from vit_layers_flax import (
@@ -15,6 +14,7 @@ from vit_layers_flax import (
     ClassifierHead,
     Dense,
     InputSizes,
+    Model,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
@@ -24,7 +24,7 @@ from vit_layers_flax import (
     pool_tokens,
     unfold,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 
 class Stage(NamedTuple):
@@ -35,7 +35,7 @@ class Stage(NamedTuple):
     heads: int
 
 
-class PiT(nn.Module):
+class PiT(Model):
     """Pooling-based Vision Transformer: ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
 
     Heo, Yun, Han, Chun, Choe, Oh, "Rethinking Spatial Dimensions of Vision Transformers",
@@ -59,11 +59,7 @@ class PiT(nn.Module):
     dropout: float = 0.0
     emb_dropout: float = 0.0
     channels: int = 3
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @property
     def stages(self) -> list[Stage]:

@@ -8,11 +8,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Conv, Dense, DepthwiseConv
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Conv, Dense, DepthwiseConv, Layer
+from vit_layers_flax.typing import Array
 
 
-class Pool(nn.Module):
+class Pool(Layer):
     """Halve the token grid, double the width: ``(batch, 1 + s*s, dim) -> (batch, 1 + s'*s', 2*dim)``.
 
     The class token (first token) goes through a Dense ``cls_ff`` (``dim -> 2 * dim``); the
@@ -23,8 +23,6 @@ class Pool(nn.Module):
     """
 
     dim: int
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:

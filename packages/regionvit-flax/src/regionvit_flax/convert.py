@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from regionvit_flax.regionvit import RegionViT
-from vit_layers_flax import StateDict, attention_params, finalize
+from vit_layers_flax import StateDict, attention_params, model_variables
 
 
 def _r2l_transformer(sd: StateDict, prefix: str, depth: int) -> dict[str, Any]:
@@ -30,15 +30,11 @@ def _r2l_transformer(sd: StateDict, prefix: str, depth: int) -> dict[str, Any]:
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: RegionViT) -> dict[str, Any]:
-    """``torch_regionvit.state_dict()`` -> the variables dict for ``model.apply``.
+    """``torch_regionvit.state_dict()`` -> the variables for ``model.apply``.
 
-    ``state_dict`` maps names to torch tensors or numpy arrays (torch is not imported);
-    ``model`` is the :class:`RegionViT` with the same hyperparameters. Stage ``i`` is the
-    reference's ``layers.{i}`` (``0.conv`` downsampling, ``1.proj`` PEG, ``2`` transformer);
-    convolution kernels go from OIHW to HWIO, the regional encoder's 1x1 convolution becomes a
-    Dense kernel, the 3-conv tokenizer's channel LayerNorms keep ``g``/``b`` as ``(C,)``. Raises
-    :class:`vit_layers_flax.ConversionError` (a ``ValueError``) listing missing, unexpected and
-    mis-shaped entries.
+    Stage ``i`` (``stages_{i}``) is the reference's ``layers.{i}`` (``0.conv`` downsampling,
+    ``1.proj`` PEG, ``2`` transformer); the regional encoder's 1x1 convolution becomes a Dense
+    kernel.
     """
     sd = StateDict(state_dict)
     if model.tokenize_local_3_conv:
@@ -61,8 +57,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: RegionViT) -> dict[st
             stage["downsample"] = sd.conv2d(f"layers.{i}.0.conv")
             if model.use_peg:
                 stage["peg"] = {"proj": sd.conv2d(f"layers.{i}.1.proj")}
-        params[f"layers_{i}"] = stage
+        params[f"stages_{i}"] = stage
+    # to_logits = Sequential(Reduce, LayerNorm, Linear)
     params["to_logits"] = {"norm": sd.layer_norm("to_logits.1"), "fc": sd.linear("to_logits.2")}
-    size = model.region_patch_size
-    sample = jax.ShapeDtypeStruct((1, size, size, model.channels), jnp.float32)
-    return finalize(sd, {"params": params}, model, sample)
+    side = model.input_sizes().smallest
+    sample = jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32)
+    return model_variables(sd, {"params": params}, model, sample)

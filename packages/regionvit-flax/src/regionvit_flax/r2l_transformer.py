@@ -7,20 +7,50 @@ import jax.numpy as jnp
 from einops import rearrange
 
 from regionvit_flax.position_bias import local_rel_pos_indices
-from regionvit_flax.windows import merge_windows, partition_windows
-from vit_layers_flax import Attention, FeedForward, apply_blocks
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import (
+    Attention,
+    FeedForward,
+    Layer,
+    Model,
+    apply_blocks,
+    merge_windows,
+    partition_windows,
+)
+from vit_layers_flax.typing import Array
 
 
-class R2LBlock(nn.Module):
+def partition_region_windows(local_tokens: Array, region_tokens: Array) -> Array:
+    """``(batch, rh * wh, rw * ww, dim)``, ``(batch, rh, rw, dim)`` ``-> (batch * rh * rw, 1 + wh * ww, dim)``.
+
+    The local map's ``wh x ww`` windows (:func:`~vit_layers_flax.partition_windows`, ordered
+    ``(b h w)``), each preceded by the regional token over it: the reference's
+    ``rearrange(local_tokens, 'b (h p1) (w p2) d -> (b h w) (p1 p2) d')`` and
+    ``rearrange(region_tokens, 'b n d -> (b n) () d')``, concatenated.
+    """
+    (lh, lw), (rh, rw) = local_tokens.shape[1:3], region_tokens.shape[1:3]
+    local = partition_windows(local_tokens, (lh // rh, lw // rw))
+    return jnp.concatenate([rearrange(region_tokens, "b h w d -> (b h w) 1 d"), local], axis=1)
+
+
+def merge_region_windows(
+    tokens: Array, grid: tuple[int, int], window: tuple[int, int]
+) -> tuple[Array, Array]:
+    """The inverse of :func:`partition_region_windows`, with ``grid = (rh, rw)`` and ``window =
+    (wh, ww)``: ``-> (batch, rh * wh, rw * ww, dim)`` local and ``(batch, rh, rw, dim)`` regional tokens."""
+    (rh, rw), (wh, ww) = grid, window
+    local = merge_windows(tokens[:, 1:], window, (rh * wh, rw * ww))
+    return local, rearrange(tokens[:, 0], "(b h w) d -> b h w d", h=rh, w=rw)
+
+
+class R2LBlock(Layer):
     """One layer of the reference's ``R2LTransformer``, on windows with their regional token first.
 
     ``(batch * num_regions, 1 + window_tokens, dim) -> (same)``, ``bias: (1, heads, 1 +
-    window_tokens, 1 + window_tokens)``. The ONE attention module ``attn`` is used twice, as in
-    the reference: first regional self-attention over the ``num_regions`` regional tokens of each
-    image (no bias), then local self-attention inside every window, the regional token prepended
-    (its row and column of ``bias`` are zero). Both are residual; then the feed-forward ``ff``
-    (residual) on every token, regional and local.
+    window_tokens, 1 + window_tokens)``. The one attention ``attn`` is used twice, as in the
+    reference: regional self-attention over the ``num_regions`` regional tokens of each image
+    (no bias), then local self-attention inside every window with its regional token (whose
+    row and column of ``bias`` are zero); both residual. Then the feed-forward ``ff``
+    (residual, no output dropout, as the reference) on every token.
     """
 
     dim: int
@@ -30,11 +60,9 @@ class R2LBlock(nn.Module):
     attn_dropout: float = 0.0
     ff_dropout: float = 0.0
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens: Array, bias: Array, train: bool = False) -> Array:
+    def __call__(self, tokens: Array, bias: Array, *, train: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         attn = Attention(
             self.dim,
@@ -51,27 +79,22 @@ class R2LBlock(nn.Module):
         tokens = jnp.concatenate([rearrange(region, "b n d -> (b n) 1 d"), tokens[:, 1:]], axis=1)
         # local self-attention in each window, with its regional token, by the same module
         tokens = attn(tokens, bias, train=train) + tokens
-        # the reference's feed-forward ends with its second Linear: no output dropout
         ff = FeedForward(
             self.dim, 4 * self.dim, dropout=self.ff_dropout, output_dropout=False, name="ff", **dtypes
         )
         return ff(tokens, train=train) + tokens
 
 
-class R2LTransformer(nn.Module):
+class R2LTransformer(Model):
     """vit-pytorch's ``regionvit.R2LTransformer``: ``depth`` :class:`R2LBlock` s (``layers_{i}``).
 
     ``local_tokens: (batch, rh * wh, rw * ww, dim)``, ``region_tokens: (batch, rh, rw, dim)``
-    ``-> (local_tokens, region_tokens)`` of the same shapes. Each regional token owns the
-    ``wh x ww`` window of local tokens under it (``wh = lh // rh``, ``ww = lw // rw``, at most
-    ``window_size``). The local windows' relative position bias is the parameter
-    ``local_rel_pos_bias`` (``((2 * window_size - 1) ** 2, heads)``, the reference's
-    ``nn.Embedding``), looked up ONCE per call into one ``(1, heads, 1 + wh * ww, 1 + wh * ww)``
-    tensor, zero for the regional token, shared by every window and every layer. Windows are
-    partitioned once before the layers and merged once after: the reference's per-layer
-    round trip through the ``(b, (h w), d)`` layout is the identity. ``remat=True``
-    rematerialises each layer in the backward pass; ``scan=True`` runs the layers as one
-    ``nn.scan`` (parameters stacked under ``layers``).
+    ``-> (local_tokens, region_tokens)`` of the same shapes: each regional token owns the
+    ``wh x ww`` window under it (at most ``window_size``). The windows' relative position bias
+    table ``local_rel_pos_bias`` (``((2 * window_size - 1) ** 2, heads)``, the reference's
+    ``nn.Embedding``) is gathered once per call and shared by every window and layer; the
+    windows are partitioned once before the layers and merged once after (the reference's
+    per-layer round trip is the identity).
     """
 
     dim: int
@@ -81,11 +104,7 @@ class R2LTransformer(nn.Module):
     dim_head: int = 32
     attn_dropout: float = 0.0
     ff_dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(
@@ -102,12 +121,8 @@ class R2LTransformer(nn.Module):
         bias = rearrange(table[local_rel_pos_indices(window, self.window_size)], "i j h -> 1 h i j")
         bias = jnp.pad(bias, ((0, 0), (0, 0), (1, 0), (1, 0)))  # zero bias to and from the regional token
 
-        tokens = partition_windows(local_tokens, region_tokens)
-        block_cls = R2LBlock
-        if self.remat:  # (self, tokens, bias, train)
-            block_cls = nn.remat(block_cls, static_argnums=(3,), prevent_cse=not self.scan)
-        tokens = apply_blocks(
-            lambda name: block_cls(
+        def block(name: str) -> R2LBlock:
+            return R2LBlock(
                 self.dim,
                 rh * rw,
                 heads=self.heads,
@@ -118,11 +133,8 @@ class R2LTransformer(nn.Module):
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=name,
-            ),
-            self.depth,
-            tokens,
-            bias,
-            train=train,
-            scan=self.scan,
-        )
-        return merge_windows(tokens, (rh, rw), window)
+            )
+
+        tokens = partition_region_windows(local_tokens, region_tokens)
+        tokens = apply_blocks(block, self.depth, tokens, bias, train=train, scan=self.scan, remat=self.remat)
+        return merge_region_windows(tokens, (rh, rw), window)

@@ -1,16 +1,27 @@
-"""RegionViT: "Regional-to-Local Attention for Vision Transformers" (Chen et al., 2021), after vit-pytorch's ``regionvit.py``."""
+"""RegionViT: "Regional-to-Local Attention for Vision Transformers", after vit-pytorch's ``regionvit.py``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from regionvit_flax.r2l_transformer import R2LTransformer
-from regionvit_flax.tokenizers import LocalTokenizer3Conv, conv_output_size, region_patches
-from vit_layers_flax import PEG, Dense, MlpHead, cast_tuple, check_config, check_images, check_stage_size
-from vit_layers_flax.typing import Array, Dtype
+from regionvit_flax.tokenizers import LocalTokenizer3Conv, region_patches
+from vit_layers_flax import (
+    PEG,
+    ClassifierHead,
+    Conv,
+    Dense,
+    InputSizes,
+    Model,
+    cast_tuple,
+    check_config,
+    check_images,
+    check_stage_size,
+    conv_output_size,
+)
+from vit_layers_flax.typing import Array
 
 #: the reference's R2LTransformer is always built with its defaults: 4 heads of 32 channels.
 HEADS = 4
@@ -18,16 +29,15 @@ DIM_HEAD = 32
 NUM_STAGES = 4
 
 
-class Stage(nn.Module):
-    """One RegionViT stage: (downsampling,) (PEG,) regional-to-local transformer.
+class Stage(Model):
+    """One RegionViT stage: (``downsample``,) (``peg``,) the regional-to-local ``transformer``.
 
     ``local_tokens: (batch, lh, lw, dim_in)``, ``region_tokens: (batch, rh, rw, dim_in)`` ``->``
     ``(batch, lh', lw', dim)``, ``(batch, rh', rw', dim)``. Stages after the first halve both
-    maps with ONE 3x3 stride-2 convolution (``downsample``, padding 1, so a side ``n`` becomes
-    ``ceil(n / 2)``) applied to the local and to the regional tokens alike, as the reference's
-    single ``Downsample`` module; ``peg`` (with ``use_peg``, after the first stage) is a
-    positional encoding generator on the local tokens only; ``transformer`` is the
-    :class:`~regionvit_flax.r2l_transformer.R2LTransformer`. Reference: ``layers.{i}.0``, ``.1``, ``.2``.
+    maps (a side ``n`` becomes ``ceil(n / 2)``) with ONE 3x3 stride-2 convolution applied to
+    the local and to the regional tokens alike, as the reference's single ``Downsample``;
+    ``peg`` (with ``use_peg``) acts on the local tokens only; ``transformer`` is the
+    :class:`~regionvit_flax.R2LTransformer`. The reference's ``layers.{i}.0``, ``.1``, ``.2``.
     """
 
     dim: int
@@ -37,11 +47,7 @@ class Stage(nn.Module):
     use_peg: bool
     attn_dropout: float = 0.0
     ff_dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(
@@ -49,9 +55,7 @@ class Stage(nn.Module):
     ) -> tuple[Array, Array]:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if self.downsample:
-            down = nn.Conv(
-                self.dim, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name="downsample", **dtypes
-            )
+            down = Conv(self.dim, 3, strides=2, padding=1, name="downsample", **dtypes)
             # the reference's quirk: ONE Downsample module (same weights) for both token maps
             local_tokens, region_tokens = down(local_tokens), down(region_tokens)
         if self.use_peg:
@@ -72,42 +76,18 @@ class Stage(nn.Module):
         )(local_tokens, region_tokens, train=train)
 
 
-class RegionViT(nn.Module):
-    """RegionViT: a four-stage pyramid of regional and local tokens with regional-to-local attention.
+class RegionViT(Model):
+    """RegionViT (Chen, Panda and Fan, ICLR 2022, arXiv:2106.02689): a four-stage pyramid of
+    regional and local tokens with regional-to-local attention.
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``, or with
-    ``return_features=True`` a tuple of four NHWC maps, the local tokens after each stage:
-    ``(batch, lh_s, lw_s, dim[s])`` with ``lh_1 = (height - 2) // 4 + 1`` (``ceil(ceil(height / 2)
-    / 2)`` with ``tokenize_local_3_conv``) and ``lh_{s+1} = ceil(lh_s / 2)``; the head is not run.
-    The variables are the same either way (initialise the classifier as usual).
-
-    Attributes follow vit-pytorch's ``RegionViT``. Local tokens come from a convolution
-    (``local_encoder``: 8x8, stride 4, padding 3; or with ``tokenize_local_3_conv`` the
-    :class:`~regionvit_flax.tokenizers.LocalTokenizer3Conv`), regional tokens from
-    ``region_patch_size = local_patch_size * window_size`` square patches flattened ``(c p1 p2)``
-    and projected by ``region_encoder`` (the reference's 1x1 convolution). Each of the four
-    stages (``layers_{i}``, a :class:`Stage`) has width ``dim[i]`` and ``depth[i]`` layers
-    (``dim``, ``depth``: an int or four ints); in a layer every regional token attends to all
-    regional tokens, then to the window of local tokens under it, which attend to each other and
-    to it, with one attention module of 4 heads of 32 channels (fixed, as in the reference). The
-    head (``to_logits``: LayerNorm, Dense) classifies the mean of the last regional tokens.
-
-    Images must have a height and width divisible by ``region_patch_size`` (the reference's
-    check), and each stage's local map must be exactly one window of at most ``window_size``
-    local tokens per regional token: after the stride-2 downsamplings an odd regional grid can
-    break that, which raises a ``ValueError`` naming the stage and its window at trace time.
-    ``local_patch_size`` only sets the regional patches (the local tokenizers always have stride
-    4, as in the reference).
-
-    ``attn_dropout`` acts on the attention weights and after the attention projection,
-    ``ff_dropout`` after the feed-forward activation, only when ``train=True`` (rng stream
-    ``'dropout'``). ``remat`` rematerialises each regional-to-local layer in the backward pass;
-    ``attention_implementation`` is passed to :func:`jax.nn.dot_product_attention` (``None``,
-    ``'xla'`` or ``'cudnn'``). ``dtype`` is the computation dtype, ``param_dtype`` the parameters'.
-
-    ``scan=True`` runs each stack of identical blocks as one ``nn.scan`` (their parameters
-    stacked under ``layers`` with a leading depth axis; ``from_vit_pytorch`` fills that layout
-    too): the same outputs, and deep configurations compile faster.
+    ``(batch, height, width, channels) -> (batch, num_classes)``, or with ``return_features``
+    the four stages' local tokens, NHWC. Local tokens come from ``local_encoder`` (8x8 conv,
+    stride 4; or :class:`~regionvit_flax.LocalTokenizer3Conv`), regional ones from
+    :attr:`region_patch_size` patches (``region_encoder``). ``stages_{i}`` (:class:`Stage`) have
+    width ``dim[i]``, ``depth[i]`` layers and 4 heads of 32 (fixed, as in the reference); the
+    head ``to_logits`` classifies the mean regional token. ``local_patch_size`` sets only the
+    regional patches (the local tokenizers have stride 4, as in the reference);
+    ``attn_dropout`` acts on attention weights and outputs, ``ff_dropout`` in the feed-forward.
     """
 
     dim: int | Sequence[int] = (64, 128, 256, 512)
@@ -120,11 +100,7 @@ class RegionViT(nn.Module):
     attn_dropout: float = 0.0
     ff_dropout: float = 0.0
     channels: int = 3
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -158,6 +134,16 @@ class RegionViT(nn.Module):
             check_config(0.0 <= value < 1.0, f"RegionViT: {name} must be in [0, 1), received {value}")
         super().__post_init__()
 
+    def input_sizes(self) -> InputSizes:
+        """The sides at which every stage's local map is whole windows over its regional grid:
+        multiples of ``region_patch_size * 8`` (three downsamplings halve the grid), provided
+        ``local_patch_size <= 4`` and ``local_patch_size * window_size`` is a multiple of 4 (a
+        window is then ``local_patch_size * window_size / 4`` local tokens wide). Smaller sides
+        whose regional grid shrinks to one token early are taken too (by default 224, 448, ...
+        and, besides, 28, 56 and 112); :meth:`stage_sizes` gives every stage's maps."""
+        side = self.region_patch_size * 2 ** (NUM_STAGES - 1)
+        return InputSizes(side, side)
+
     def stage_sizes(self, height: int, width: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
         """For images of ``height x width``: per stage, the local and the regional map sizes,
         ``[((lh, lw), (rh, rw)), ...]`` (no check of whether they fit)."""
@@ -173,7 +159,7 @@ class RegionViT(nn.Module):
             sizes.append((tuple(local), tuple(region)))
         return sizes
 
-    def _check_stages(self, img) -> None:
+    def _check_stage_sizes(self, img) -> None:
         """Every stage's local map must be the regional grid times a window of at most ``window_size``."""
         _, height, width, _ = img.shape
         for stage, ((lh, lw), (rh, rw)) in enumerate(self.stage_sizes(height, width), start=1):
@@ -203,7 +189,7 @@ class RegionViT(nn.Module):
     def __call__(self, img: Array, *, train: bool = False, return_features: bool = False):
         patch = self.region_patch_size
         check_images(img, channels=self.channels, multiple_of=(patch, patch), name="RegionViT")
-        self._check_stages(img)
+        self._check_stage_sizes(img)
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         init_dim = self.dims[0]
 
@@ -211,9 +197,7 @@ class RegionViT(nn.Module):
         if self.tokenize_local_3_conv:
             local_tokens = LocalTokenizer3Conv(init_dim, name="local_encoder", **dtypes)(img)
         else:
-            local_tokens = nn.Conv(
-                init_dim, (8, 8), strides=(4, 4), padding=((3, 3), (3, 3)), name="local_encoder", **dtypes
-            )(img)
+            local_tokens = Conv(init_dim, 8, strides=4, padding=3, name="local_encoder", **dtypes)(img)
         region_tokens = Dense(init_dim, name="region_encoder", **dtypes)(region_patches(img, patch))
 
         features = []
@@ -229,11 +213,11 @@ class RegionViT(nn.Module):
                 remat=self.remat,
                 scan=self.scan,
                 attention_implementation=self.attention_implementation,
-                name=f"layers_{i}",
+                name=f"stages_{i}",
                 **dtypes,
             )(local_tokens, region_tokens, train=train)
             features.append(local_tokens)
         if return_features:
             return tuple(features)
         # Reduce('b c h w -> b c', 'mean'), LayerNorm, Linear
-        return MlpHead(self.num_classes, name="to_logits", **dtypes)(region_tokens.mean(axis=(1, 2)))
+        return ClassifierHead(self.num_classes, name="to_logits", **dtypes)(region_tokens.mean(axis=(1, 2)))

@@ -4,16 +4,23 @@ values come from a strided convolution, and Interactive Window-based Self-Attent
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Conv, Dense, DotProductAttention, LayerNorm, merge_windows, partition_windows
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import (
+    Conv,
+    Dense,
+    DotProductAttention,
+    Layer,
+    LayerNorm,
+    merge_windows,
+    partition_windows,
+)
+from vit_layers_flax.typing import Array
 
 Tile = int | tuple[int, int]
 
 
-class _MapAttention(nn.Module):
+class _MapAttention(Layer):
     """What SSA and IWSA share: pre-norm (``norm``) attention on an NHWC map with bias-free
     queries (``to_q``, a pointwise convolution), ``heads`` with ``dim_key`` channels of
     queries and keys and ``dim_value`` of values (scale ``dim_key ** -0.5``), dropout on
@@ -25,8 +32,6 @@ class _MapAttention(nn.Module):
     dim_value: int = 32
     dropout: float = 0.0
     implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def _attend(
         self, q: Array, k: Array, v: Array, tile: Tile, kv_tile: Tile, train: bool, local: Array | float = 0.0

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from scalablevit_flax.attention import InteractiveWindowedSelfAttention, ScalableSelfAttention
-from vit_layers_flax import PEG, FeedForward
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import PEG, FeedForward, Layer
+from vit_layers_flax.typing import Array
 
 
-class ScalableBlock(nn.Module):
+class ScalableBlock(Layer):
     """One layer of vit-pytorch's ``scalable_vit.Transformer``: ``(batch, H, W, dim) -> (batch, H, W, dim)``.
 
     With residual connections: ``ssa`` (:class:`ScalableSelfAttention`, the reference's
@@ -32,8 +31,6 @@ class ScalableBlock(nn.Module):
     iwsa_window_size: int | None = None
     peg: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from scalablevit_flax.block import ScalableBlock
 from vit_layers_flax import (
@@ -16,13 +15,14 @@ from vit_layers_flax import (
     Conv,
     InputSizes,
     LayerNorm,
+    Model,
     apply_blocks,
     check_config,
     check_images,
     check_stage_size,
     conv_output_size,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 #: the hyperparameters given per stage (an int for every stage, or a tuple with one per stage)
 STAGE_FIELDS = (
@@ -39,7 +39,7 @@ STEM = (7, 4, 3)
 DOWNSAMPLE = (3, 2, 1)
 
 
-class Stage(nn.Module):
+class Stage(Model):
     """One stage, the reference's ``layers.{s}``: ``(batch, H, W, dim) -> (features, next)``.
 
     ``depth`` blocks built by ``block`` (``layers_0``, with the PEG, then ``layers_1`` ...,
@@ -52,10 +52,6 @@ class Stage(nn.Module):
     depth: int
     block: Callable[..., nn.Module]
     is_last: bool = False
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> tuple[Array, Array | None]:
@@ -70,7 +66,7 @@ class Stage(nn.Module):
         return x, Conv(2 * x.shape[-1], kernel, stride, padding, name="downsample", **dtypes)(x)
 
 
-class ScalableViT(nn.Module):
+class ScalableViT(Model):
     """ScalableViT (Yang et al., 2022, arXiv:2203.10790): a pyramid of SSA and IWSA blocks.
 
     ``(batch, height, width, channels) -> (batch, num_classes)``, or with ``return_features=True``
@@ -96,10 +92,6 @@ class ScalableViT(nn.Module):
     channels: int = 3
     dropout: float = 0.0
     attention_implementation: str | None = None
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @property
     def num_stages(self) -> int:

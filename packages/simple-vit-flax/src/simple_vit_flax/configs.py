@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+# fmt: off
 CONFIGS: dict[str, dict[str, Any]] = {
     # the README usage (vit-pytorch's README configuration)
     "readme": dict(
@@ -14,14 +15,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "small": dict(image_size=16, patch_size=4, dim=64, depth=4, heads=4, dim_head=16, mlp_dim=128),
     # Beyer, Zhai and Kolesnikov, "Better plain ViT baselines for ImageNet-1k" (2022): the
     # ViT-S/16 the paper trains, at 224 x 224 (width 384, depth 12, 6 heads, MLP 1536)
-    "vit_s16": dict(
-        image_size=224,
-        patch_size=16,
-        num_classes=1000,
-        dim=384,
-        depth=12,
-        heads=6,
-        dim_head=64,
-        mlp_dim=1536,
-    ),
+    "vit_s16": dict(image_size=224, patch_size=16, num_classes=1000, dim=384, depth=12, heads=6,
+                    dim_head=64, mlp_dim=1536),
 }
+# fmt: on

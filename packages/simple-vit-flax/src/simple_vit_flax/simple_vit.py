@@ -12,6 +12,7 @@ from vit_layers_flax import (
     Attention,
     Dense,
     InputSizes,
+    Model,
     PatchEmbedding,
     Transformer,
     TransformerBlock,
@@ -21,10 +22,10 @@ from vit_layers_flax import (
     pool_tokens,
     posemb_sincos_2d,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 
-class SimpleViT(nn.Module):
+class SimpleViT(Model):
     """ViT with a fixed 2-D sin-cos position embedding, mean pooling, no class token, no
     dropout and bias-free attention output projections.
 
@@ -43,11 +44,7 @@ class SimpleViT(nn.Module):
     mlp_dim: int
     channels: int = 3
     dim_head: int = 64
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)

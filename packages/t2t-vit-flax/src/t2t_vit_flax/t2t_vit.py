@@ -6,13 +6,13 @@ import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from t2t_vit_flax.tokens_to_token import TokensToToken
 from vit_layers_flax import (
     Attention,
     Dense,
     InputSizes,
+    Model,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
@@ -21,10 +21,10 @@ from vit_layers_flax import (
     conv_output_size,
     pool_tokens,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 
-class T2TViT(nn.Module):
+class T2TViT(Model):
     """Tokens-to-Token ViT: ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
 
     Yuan, Chen, Wang, Yu, Shi, Jiang, Tay, Feng, Yan, "Tokens-to-Token ViT: Training Vision
@@ -51,10 +51,6 @@ class T2TViT(nn.Module):
     transformer: nn.Module | None = None
     t2t_layers: Sequence[tuple[int, int]] = ((7, 4), (3, 2), (3, 2))
     attention_implementation: str | None = None
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @property
     def output_image_size(self) -> int:

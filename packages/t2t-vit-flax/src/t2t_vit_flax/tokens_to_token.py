@@ -7,11 +7,10 @@ import math
 from collections.abc import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Dense, Transformer, TransformerBlock, unfold
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Dense, Layer, Transformer, TransformerBlock, unfold
+from vit_layers_flax.typing import Array
 
 
 def t2t_layer_dims(channels: int, t2t_layers: Sequence[tuple[int, int]]) -> list[int]:
@@ -23,7 +22,7 @@ def t2t_layer_dims(channels: int, t2t_layers: Sequence[tuple[int, int]]) -> list
     return dims
 
 
-class TokensToToken(nn.Module):
+class TokensToToken(Layer):
     """``(batch, H, W, channels) -> (batch, tokens, dim)``, the reference's ``to_patch_embedding``.
 
     For each ``(kernel_size, stride)`` of ``t2t_layers`` the tokens are laid back out as a
@@ -38,8 +37,6 @@ class TokensToToken(nn.Module):
     t2t_layers: Sequence[tuple[int, int]]
     channels: int = 3
     dropout: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, img: Array, *, train: bool = False) -> Array:

@@ -7,11 +7,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Conv, Dense, DotProductAttention, LayerNorm, merge_windows, partition_windows
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import (
+    Conv,
+    Dense,
+    DotProductAttention,
+    Layer,
+    LayerNorm,
+    merge_windows,
+    partition_windows,
+)
+from vit_layers_flax.typing import Array
 
 
-class _SpatialAttention(nn.Module):
+class _SpatialAttention(Layer):
     """What LSA and GSA share: pre-norm (``norm``) attention on an NHWC map with bias-free
     queries (``to_q``, a pointwise convolution) and keys / values (``to_kv``, keys then
     values), ``heads`` of ``dim_head`` channels, and ``to_out`` back to ``dim``."""
@@ -21,8 +29,6 @@ class _SpatialAttention(nn.Module):
     dim_head: int = 64
     dropout: float = 0.0
     implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def _attend(self, q: Array, k: Array, v: Array, train: bool, weight_dropout: float) -> Array:
         """Tokens ``(n, t, heads * dim_head)``: the queries attend to the keys and values, with

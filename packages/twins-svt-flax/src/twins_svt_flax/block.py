@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from twins_svt_flax.attention import GlobalAttention, LocalAttention
-from vit_layers_flax import FeedForward
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import FeedForward, Layer
+from vit_layers_flax.typing import Array
 
 
-class TwinsBlock(nn.Module):
+class TwinsBlock(Layer):
     """``(batch, H, W, dim) -> (batch, H, W, dim)``: four pre-norm residual steps.
 
     :class:`LocalAttention` (``local_attn``, windows of ``window_size``), a feed-forward
@@ -28,8 +27,6 @@ class TwinsBlock(nn.Module):
     reduction_factor: int = 7
     has_local: bool = True
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

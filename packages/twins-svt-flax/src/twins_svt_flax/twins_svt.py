@@ -7,20 +7,20 @@ import math
 from collections.abc import Callable
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from twins_svt_flax.block import TwinsBlock
 from vit_layers_flax import (
     PEG,
     Dense,
     InputSizes,
+    Model,
     PatchEmbedding,
     Transformer,
     check_config,
     check_images,
     check_stage_size,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 #: the reference's ``TwinsSVT`` builds its transformers with their defaults: 8 heads of 64
 #: channels and a feed-forward four times the stage width, in every stage.
@@ -34,7 +34,7 @@ STAGE_FIELDS = ("emb_dim", "patch_size", "local_patch_size", "global_k", "depth"
 NUM_STAGES = 4
 
 
-class Stage(nn.Module):
+class Stage(Model):
     """One Twins-SVT stage: ``(batch, H, W, C) -> (batch, H / patch_size, W / patch_size, emb_dim)``.
 
     The shared :class:`~vit_layers_flax.PatchEmbedding` of ``patch_size`` patches, laid back
@@ -48,10 +48,6 @@ class Stage(nn.Module):
     depth: int
     block: Callable[..., nn.Module]
     peg_kernel_size: int = 3
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
@@ -68,7 +64,7 @@ class Stage(nn.Module):
         return stack(self.depth, name="transformer", **dtypes)(x, train=train)
 
 
-class TwinsSVT(nn.Module):
+class TwinsSVT(Model):
     """Twins-SVT (Chu et al., 2021, arXiv:2104.13840, NeurIPS 2021): a four-stage pyramid of
     locally-grouped and global sub-sampled attention.
 
@@ -104,10 +100,6 @@ class TwinsSVT(nn.Module):
     peg_kernel_size: int = 3
     dropout: float = 0.0
     attention_implementation: str | None = None
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def stage_config(self, stage: int) -> dict[str, int]:
         """The ``s{stage}_*`` attributes (``stage`` 1 to 4) without their prefix."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from vit_layers_flax import (
     Attention,
     Dense,
     InputSizes,
+    Model,
     PatchEmbedding,
     TokenEmbedding,
     Transformer,
@@ -20,10 +20,10 @@ from vit_layers_flax import (
     pair,
     pool_tokens,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 
 
-class ViT(nn.Module):
+class ViT(Model):
     """The Vision Transformer: patch tokens, a class token or mean pooling, a pre-norm encoder.
 
     Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image Recognition at
@@ -46,11 +46,7 @@ class ViT(nn.Module):
     dim_head: int = 64
     dropout: float = 0.0
     emb_dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
     attention_implementation: str | None = None
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from vit_layers_flax import Dense, LayerNorm, apply_attention, split_qkv
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Dense, Layer, LayerNorm, apply_attention, split_qkv
+from vit_layers_flax.typing import Array
 
 
 def locality_attention_weights(q: Array, k: Array, scale: Array) -> Array:
@@ -28,7 +28,7 @@ def locality_attention_weights(q: Array, k: Array, scale: Array) -> Array:
     return jax.nn.softmax(logits, axis=-1)
 
 
-class LSA(nn.Module):
+class LSA(Layer):
     """Pre-norm multi-head locality self-attention: ``(batch, tokens, dim) -> (batch, tokens, dim)``.
 
     Lee, Lee and Song, 2021 (arXiv:2112.13492). As multi-head attention, but the logits are
@@ -43,8 +43,6 @@ class LSA(nn.Module):
     heads: int = 8
     dim_head: int = 64
     dropout: float = 0.0
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vit_layers_flax import Dense, InputSizes, LayerNorm, check_config, check_images, pair, patchify
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax import Dense, InputSizes, Layer, LayerNorm, check_config, check_images, pair, patchify
+from vit_layers_flax.typing import Array
 
 #: ``(dy, dx)`` of the four shifted copies, in the reference's order: its ``F.pad`` shifts
 #: ``(1, -1, 0, 0)``, ``(-1, 1, 0, 0)``, ``(0, 0, 1, -1)``, ``(0, 0, -1, 1)`` move the image
@@ -32,7 +32,7 @@ def shifted_stack(images: Array) -> Array:
     return jnp.concatenate([images, *(shift(images, dy, dx) for dy, dx in SHIFTS)], axis=-1)
 
 
-class SPT(nn.Module):
+class SPT(Layer):
     """Shifted Patch Tokenization: ``(batch, H, W, channels) -> (batch, num_patches, dim)``.
 
     Lee, Lee and Song, 2021 (arXiv:2112.13492). The image and four copies shifted by one pixel
@@ -46,8 +46,6 @@ class SPT(nn.Module):
     dim: int
     patch_size: int | tuple[int, int]
     channels: int = 3
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         check_config(min(self.dim, self.channels, *pair(self.patch_size)) > 0, "SPT: sizes must be positive")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from vit_layers_flax import (
     ClassifierHead,
     InputSizes,
+    Model,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
@@ -18,12 +18,12 @@ from vit_layers_flax import (
     pair,
     pool_tokens,
 )
-from vit_layers_flax.typing import Array, Dtype
+from vit_layers_flax.typing import Array
 from vit_small_datasets_flax.lsa import LSA
 from vit_small_datasets_flax.spt import SPT
 
 
-class ViT(nn.Module):
+class ViT(Model):
     """Vision Transformer for small-size datasets: :class:`SPT` tokens, :class:`LSA` blocks.
 
     Lee, Lee and Song, "Vision Transformer for Small-Size Datasets", 2021 (arXiv:2112.13492).
@@ -46,10 +46,6 @@ class ViT(nn.Module):
     dim_head: int = 64
     dropout: float = 0.0
     emb_dropout: float = 0.0
-    remat: bool = False
-    scan: bool = False
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self):
         (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
