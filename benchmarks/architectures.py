@@ -4,7 +4,8 @@
   ``CONFIGS["readme"]``), 3 channels.
 * ``small``: the training recipe's configuration (``CONFIGS["small"]``, at
   ``examples/configs.py``'s image size), 3 channels and 10 classes.
-* ``b16``: ViT-B/16 at 224x224 (ViT only), for model FLOPs utilisation on a GPU.
+* ``b16``: ViT-B/16 at 224x224 (ViT only: ``CONFIGS["vit_b16"]``), for model FLOPs
+  utilisation on a GPU.
 
 Both sides are built from the same keywords: vit-pytorch uses the same hyperparameter
 names, and a keyword the reference lacks (``channels`` where it hard-codes 3,
@@ -113,21 +114,20 @@ def _image_size(arch: str, kwargs: Mapping[str, Any], at_least: int = 224) -> in
     return sizes.minimum + -(-(at_least - sizes.minimum) // sizes.step) * sizes.step
 
 
-#: ViT-B/16 (An Image is Worth 16x16 Words, table 1) at 224x224, 1000 classes
-VIT_B16 = dict(image_size=224, patch_size=16, num_classes=1000, dim=768, depth=12, heads=12, mlp_dim=3072)
-
 CONFIG_NAMES = ("small", "readme", "b16")
 
 
 def config(arch: str, name: str) -> Config | None:
     """The configuration ``name`` of ``arch``; ``None`` where it has none (``b16`` is ViT's)."""
     if name == "readme":
-        kwargs = dict(ARCHITECTURES[arch].configs()["readme"], channels=3)
-        return Config(arch, name, kwargs, _image_size(arch, kwargs))
+        kwargs = dict(ARCHITECTURES[arch].configs()["readme"])
+        return Config(arch, name, dict(kwargs, channels=3), _image_size(arch, kwargs))
     if name == "small":
         recipe = RECIPES[arch]
         kwargs = dict(recipe.kwargs, num_classes=10, channels=3, image_size=recipe.image_size)
         return Config(arch, name, kwargs, recipe.image_size)
     if name == "b16":
-        return Config(arch, name, dict(VIT_B16, channels=3), 224) if arch == "vit" else None
+        if arch != "vit":
+            return None
+        return Config(arch, name, dict(ARCHITECTURES[arch].configs()["vit_b16"], channels=3), 224)
     raise ValueError(f"unknown configuration {name!r}; expected one of {CONFIG_NAMES}")
