@@ -2,8 +2,8 @@
 
 Patch and token embeddings, pre-norm attention and feed-forward blocks, the one block-stacking
 primitive (:func:`apply_blocks`) and the transformer built on it, torch-compatible norms,
-convolutions with CPU-tuned lowerings, input validation and the vit-pytorch weight-conversion
-helpers. The conventions every model follows are written once, in this package's README.
+convolutions with CPU-tuned lowerings, input validation, the vit-pytorch weight-conversion
+helpers, the interface every model has (:class:`ImageClassifier`) and its NNX bridge (:func:`to_nnx`). The conventions every model follows are written once, in this package's README.
 The contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
 """
 
@@ -35,8 +35,17 @@ from vit_layers_flax.convolution import PEG, Conv, DepthwiseConv
 from vit_layers_flax.dense import Dense
 from vit_layers_flax.feed_forward import FeedForward
 from vit_layers_flax.head import ClassifierHead
+from vit_layers_flax.interface import (
+    FeatureInfo,
+    ImageClassifier,
+    adapt_variables,
+    classifier_paths,
+    grid_reduction,
+    token_map,
+)
 from vit_layers_flax.layer_norm import LayerNorm, layer_norm
 from vit_layers_flax.module import Layer, Model
+from vit_layers_flax.nnx import LinenModel, to_nnx
 from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
 from vit_layers_flax.position_embedding import TokenEmbedding, pool_tokens, posemb_sincos_2d
 from vit_layers_flax.transformer import Transformer, TransformerBlock, apply_blocks
@@ -64,16 +73,20 @@ __all__ = [
     "Dense",
     "DepthwiseConv",
     "DotProductAttention",
+    "FeatureInfo",
     "FeedForward",
+    "ImageClassifier",
     "InputSizes",
     "Layer",
     "LayerNorm",
+    "LinenModel",
     "Model",
     "PatchEmbedding",
     "StateDict",
     "TokenEmbedding",
     "Transformer",
     "TransformerBlock",
+    "adapt_variables",
     "apply_attention",
     "apply_blocks",
     "attention_params",
@@ -83,10 +96,12 @@ __all__ = [
     "check_images",
     "check_stage_size",
     "classifier_head_params",
+    "classifier_paths",
     "conv_feed_forward_params",
     "conv_output_size",
     "feed_forward_params",
     "gelu",
+    "grid_reduction",
     "layer_norm",
     "load_torch_state_dict",
     "merge_windows",
@@ -99,6 +114,8 @@ __all__ = [
     "posemb_sincos_2d",
     "split_qkv",
     "stack_layers",
+    "to_nnx",
+    "token_map",
     "transformer_params",
     "unfold",
 ]

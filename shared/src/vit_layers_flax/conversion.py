@@ -250,11 +250,10 @@ def model_variables(
     :class:`ConversionError` listing unread state_dict keys, variables the module expects
     but the conversion did not produce, extra ones, and shape mismatches. Arrays are cast
     to the dtype the module initialises them with (its ``param_dtype``). ``sample_input``
-    defaults to one image of ``model.input_sizes().smallest_shape`` and ``model.channels``.
+    defaults to ``model.sample_input()``.
     """
     if sample_input is None:
-        shape = (1, *model.input_sizes().smallest_shape, getattr(model, "channels", 3))
-        sample_input = jax.ShapeDtypeStruct(shape, jnp.float32)
+        sample_input = model.sample_input()
     inputs = (sample_input,) if isinstance(sample_input, jax.ShapeDtypeStruct) else tuple(sample_input)
     expected = jax.eval_shape(lambda *xs: model.init(jax.random.key(0), *xs), *inputs)
     got, want = _flat(stack_layers(variables, expected)), _flat(expected)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 
 from vit_layers_flax.attention import Attention
 from vit_layers_flax.feed_forward import FeedForward
@@ -33,6 +34,7 @@ def apply_blocks(
     remat: bool = False,
     per_layer: Sequence[Array | None] = (),
     start: int = 0,
+    collect: bool = False,
 ) -> Any:
     """``x`` through ``depth`` blocks: ``x = block(x, *args, *per_layer[i], train=train)``.
 
@@ -42,8 +44,9 @@ def apply_blocks(
     Without ``scan`` the blocks are ``layers_{start}`` ... (``start`` numbers on after blocks
     the caller built itself). With ``scan`` they are one ``nn.scan`` over a block ``layers``
     whose variables carry a leading ``depth`` axis: compiled once instead of ``depth`` times.
-    ``remat`` recomputes each block's activations in the backward pass. Call from a compact
-    method.
+    ``remat`` recomputes each block's activations in the backward pass. ``collect`` returns
+    ``(x, outputs)``, ``outputs`` a tuple of every block's output (for feature maps). Call
+    from a compact method.
     """
 
     def call(block: nn.Module, x: Any, *inputs: Any) -> Any:
@@ -53,17 +56,26 @@ def apply_blocks(
         call = nn.remat(call, prevent_cse=not scan)
     per_layer = tuple(per_layer)
     if not scan or depth == 0:  # (a scan of length 0 would still create parameters)
+        outputs = []
         for i in range(depth):
             inputs = tuple(None if a is None else a[i] for a in per_layer)
             x = call(make_block(f"layers_{start + i}"), x, *inputs)
-        return x
-    x, _ = nn.scan(
-        lambda block, carry, inputs: (call(block, carry, *inputs), None),
+            outputs.append(x)
+        return (x, tuple(outputs)) if collect else x
+
+    def body(block: nn.Module, carry: Any, inputs: Any) -> tuple[Any, Any]:
+        carry = call(block, carry, *inputs)
+        return carry, carry if collect else None
+
+    x, stacked = nn.scan(
+        body,
         variable_axes={"params": 0, "batch_stats": 0},
         split_rngs={"params": True, "dropout": True},
         length=depth,
         **_SCAN_TRACE_ONCE,
     )(make_block("layers"), x, per_layer)
+    if collect:
+        return x, tuple(jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(depth))
     return x
 
 
@@ -97,7 +109,8 @@ class Transformer(Model):
     """``depth`` blocks (:func:`apply_blocks`), then a LayerNorm ``norm`` unless ``final_norm=False``.
 
     ``block`` builds one block from a ``name`` (a :class:`TransformerBlock` partial, or an
-    architecture's own block called as ``block(x, train=)``).
+    architecture's own block called as ``block(x, train=)``). ``return_features=True`` also
+    returns every block's output (before the final norm): ``(x, outputs)``.
     """
 
     depth: int
@@ -105,9 +118,12 @@ class Transformer(Model):
     final_norm: bool = True
 
     @nn.compact
-    def __call__(self, x: Any, *, train: bool = False) -> Any:
+    def __call__(self, x: Any, *, train: bool = False, return_features: bool = False) -> Any:
         make_block = lambda name: self.block(name=name)  # noqa: E731
-        x = apply_blocks(make_block, self.depth, x, train=train, scan=self.scan, remat=self.remat)
+        out = apply_blocks(
+            make_block, self.depth, x, train=train, scan=self.scan, remat=self.remat, collect=return_features
+        )
+        x, outputs = out if return_features else (out, None)
         if self.final_norm:
             x = LayerNorm(name="norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
-        return x
+        return (x, outputs) if return_features else x

@@ -8,9 +8,9 @@ import flax.linen as nn
 
 from vit_layers_flax import (
     Attention,
-    Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
-    Model,
     PatchEmbedding,
     TokenEmbedding,
     Transformer,
@@ -19,16 +19,16 @@ from vit_layers_flax import (
     check_images,
     pair,
     pool_tokens,
+    token_map,
 )
 from vit_layers_flax.typing import Array
 
 
-class ViT(Model):
+class ViT(ImageClassifier):
     """The Vision Transformer: patch tokens, a class token or mean pooling, a pre-norm encoder.
 
     Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image Recognition at
-    Scale", ICLR 2021 (arXiv:2010.11929). ``(batch, height, width, channels) -> (batch,
-    num_classes)``, or the encoded tokens ``(batch, tokens, dim)`` when ``num_classes == 0``.
+    Scale", ICLR 2021 (arXiv:2010.11929). Feature maps: the patch grid after each block.
     ``image_size`` and ``patch_size`` take an int or a ``(height, width)`` pair; ``pool`` is
     ``'cls'`` (a class token) or ``'mean'`` (the mean of the patch tokens, no class token);
     ``dropout`` acts in the blocks, ``emb_dropout`` after the position embedding.
@@ -67,8 +67,18 @@ class ViT(Model):
         """``image_size`` alone: the position embedding fixes it."""
         return InputSizes.fixed(self.image_size)
 
+    @property
+    def num_features(self) -> int:
+        return self.dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        patch = pair(self.patch_size)
+        return tuple(FeatureInfo(self.dim, patch, f"transformer/layers_{i}") for i in range(self.depth))
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         check_images(img, channels=self.channels, image_size=pair(self.image_size), name="ViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = PatchEmbedding(self.dim, pair(self.patch_size), name="to_patch_embedding", **dtypes)(img)
@@ -91,7 +101,9 @@ class ViT(Model):
         transformer = Transformer(
             self.depth, block, remat=self.remat, scan=self.scan, name="transformer", **dtypes
         )
+        if return_features:
+            grid = tuple(i // p for i, p in zip(pair(self.image_size), pair(self.patch_size), strict=True))
+            _, blocks = transformer(x, train=train, return_features=True)
+            return self.select_features([token_map(b, grid, class_tokens) for b in blocks])
         x = transformer(x, train=train)
-        if self.num_classes <= 0:
-            return x
-        return Dense(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(x, self.pool))
+        return self.classify(pool_tokens(x, self.pool), pre_logits=pre_logits)

@@ -9,6 +9,7 @@ JAX. Each case's model is initialised and compiled once per test class.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -21,8 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from vit_layers_flax.conversion import ConversionError, stack_layers
+from vit_layers_flax.interface import ImageClassifier, adapt_variables, classifier_paths
+from vit_layers_flax.nnx import to_nnx
 from vit_layers_flax.testing.readme import run_readme_usage
 from vit_layers_flax.testing.reference import (
     build_reference,
@@ -52,10 +56,9 @@ class ModelCase:
         ``None`` means ``(batch, kwargs['num_classes'])``.
       bad_spatial: ``(height, width)`` sizes the model must reject; ``None`` means
         ``[(H + 1, W)]``.
-      readme_config: the package README's full-size configuration: only parity and the
-        parameter count run on it (the other checks run on the small cases).
-      feature_shapes: for backbones whose ``__call__`` takes ``return_features``, the NHWC
-        shapes of the per-stage feature maps it returns (required on every small case).
+      readme_config: the package README's full-size configuration: only parity, the
+        parameter count and the interface's shapes run on it (the other checks run on the
+        small cases).
     """
 
     id: str
@@ -65,7 +68,6 @@ class ModelCase:
     output_shape: Any = None
     bad_spatial: Sequence[tuple[int, int]] | None = None
     readme_config: bool = False
-    feature_shapes: Sequence[tuple[int, int, int, int]] | None = None
 
     @property
     def torch_kwargs(self) -> Mapping[str, Any]:
@@ -203,6 +205,18 @@ def _same(a, b) -> bool:
     )
 
 
+def _flat_shapes(variables) -> dict[str, tuple[int, ...]]:
+    return {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(dict(variables)).items()}
+
+
+def _nnx_optimizer(model, tx):
+    """``nnx.Optimizer`` and whether ``update`` takes the model (Flax >= 0.11) or not."""
+    from flax import nnx
+
+    new_api = "model" in inspect.signature(nnx.Optimizer.update).parameters
+    return nnx.Optimizer(model, tx, wrt=nnx.Param), new_api
+
+
 def _skip(cls: type, name: str, reason: str) -> None:
     """Replace the inherited test ``name`` on ``cls`` by one that reports itself skipped."""
     marks = getattr(getattr(cls, name), "pytestmark", [])
@@ -267,15 +281,7 @@ class ContractSuite:
                     "test_attention_implementation_reaches_dot_product_attention",
                     "the model's attention is one the fused kernel cannot express",
                 )
-            if "return_features" in inspect.signature(cls.model_cls.__call__).parameters:
-                missing = [c.id for c in small if c.feature_shapes is None]
-                assert not missing, f"{cls.__name__}: cases {missing} need feature_shapes"
-            else:
-                _skip(
-                    cls,
-                    "test_return_features_gives_one_nhwc_map_per_stage",
-                    "the model returns no feature maps",
-                )
+            assert issubclass(cls.model_cls, ImageClassifier), f"{cls.model_cls} is no ImageClassifier"
             if cls.readme is None:
                 reason = "this suite has no README (a second suite in one file, for a standalone layer)"
                 _skip(cls, "test_readme_usage_runs_as_written", reason)
@@ -438,14 +444,183 @@ class ContractSuite:
             with pytest.raises(RuntimeError, match="cuDNN"):
                 jax.jit(cudnn.apply).lower(built.variables, built.images)
 
-    def test_return_features_gives_one_nhwc_map_per_stage(self, built):
-        """``return_features=True`` returns the stages' NHWC feature maps instead of logits,
-        so a detection or segmentation head can sit on the backbone."""
-        apply = jax.jit(lambda v, x: built.model.apply(v, x, return_features=True))
-        features = apply(built.variables, built.images)
-        assert isinstance(features, tuple), f"expected a tuple of feature maps, received {type(features)}"
-        assert [f.shape for f in features] == [tuple(s) for s in built.case.feature_shapes]
-        assert all(bool(jnp.isfinite(f).all()) for f in features)
+    # the interface every model has ------------------------------------------------------
+
+    def test_interface_shapes(self, parity_case):
+        """Logits, pooled features (``num_features``), feature maps (``feature_info``) and
+        the headless model, on every case (abstract evaluation: nothing is computed)."""
+        model = self.build(parity_case)
+        images = jax.ShapeDtypeStruct(parity_case.input_shape, jnp.float32)
+        b, h, w, _ = parity_case.input_shape
+        variables = jax.eval_shape(model.init, jax.random.key(0), images)
+        pooled = jax.eval_shape(functools.partial(model.apply, pre_logits=True), variables, images)
+        assert pooled.shape == (b, model.num_features), f"pre_logits shape {pooled.shape}"
+        maps = jax.eval_shape(functools.partial(model.apply, return_features=True), variables, images)
+        info = model.feature_info
+        assert isinstance(maps, tuple) and len(maps) == len(info) > 0, f"{len(maps)} maps, {info}"
+        for m, i in zip(maps, info, strict=True):
+            rh, rw = i.reduction
+            expected = (b, -(-h // rh), -(-w // rw), i.channels)
+            assert m.shape[0] == b and m.shape[3] == i.channels, f"map {m.shape}, {i}"
+            assert m.shape[1] - expected[1] in (0, 1) and m.shape[2] - expected[2] in (0, 1), (
+                f"map {m.shape}, expected {expected} (+1 for padding) from {i}"
+            )
+        if len(info) > 1:  # out_indices selects maps, negative indices from the end
+            chosen = self.build(parity_case, out_indices=(-1, 0))
+            some = jax.eval_shape(functools.partial(chosen.apply, return_features=True), variables, images)
+            assert chosen.feature_info == (info[-1], info[0])
+            assert [m.shape for m in some] == [maps[-1].shape, maps[0].shape]
+        headless = self.build(parity_case, num_classes=0)
+        bare = jax.eval_shape(headless.init, jax.random.key(0), images)
+        assert jax.eval_shape(headless.apply, bare, images).shape == (b, headless.num_features)
+        full, bare = _flat_shapes(variables), _flat_shapes(bare)
+        assert set(bare) <= set(full) and all(full[k] == v for k, v in bare.items()), (
+            "num_classes=0 must drop the classifier and nothing else"
+        )
+        if model.num_classes:
+            assert set(full) - set(bare) == classifier_paths(model)
+
+    def test_pooled_features_feed_the_classifier(self, eager_case):
+        """``pre_logits=True`` is what the classifier reads: its layers, applied to
+        consecutive slices of the pooled features and summed, give the logits; a
+        ``num_classes=0`` model on the same parameters returns the pooled features."""
+        built = self.make_built(eager_case)
+        head = classifier_paths(built.model)
+        flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(built.variables).items()}
+        bare = traverse_util.unflatten_dict(
+            {tuple(k.split("/")): v for k, v in flat.items() if k not in head}
+        )
+        headless = self.build(eager_case, num_classes=0)
+
+        def run(variables, bare, images):
+            logits = built.model.apply(variables, images)
+            pooled = built.model.apply(variables, images, pre_logits=True)
+            return logits, pooled, headless.apply(bare, images)
+
+        with _exact_matmuls():
+            logits, pooled, features = jax.jit(run)(built.variables, bare, built.images)
+        assert _same(features, pooled), "num_classes=0 differs from pre_logits=True"
+        if len(_leaves(logits)) > 1:
+            return  # several heads on the same features (distillation): checked by the package
+        layers = sorted({k.rsplit("/", 1)[0] for k in head}, key=lambda m: list(flat).index(f"{m}/kernel"))
+        widths = [flat[f"{m}/kernel"].shape[0] for m in layers]
+        assert sum(widths) == built.model.num_features, f"classifier inputs {widths}"
+        offsets = np.cumsum([0, *widths])
+        expected = sum(
+            np.asarray(pooled[:, o : o + n], np.float64) @ np.asarray(flat[f"{m}/kernel"], np.float64)
+            + np.asarray(flat[f"{m}/bias"], np.float64)
+            for m, o, n in zip(layers, offsets, widths, strict=False)
+        )
+        error = relative_error(logits, expected)
+        assert error < 1e-5, f"classifier on the pooled features: relative error {error:.2e}"
+
+    def test_feature_maps_under_scan_remat_and_grad(self, eager_case):
+        """The maps are the same with ``scan``/``remat`` (where the model has them), and in
+        train mode every map's gradient reaches the images."""
+        built = self.make_built(eager_case)
+        fields = {f.name for f in dataclasses.fields(self.model_cls)}
+        options = {k: True for k in ("scan", "remat") if k in fields}
+        other = self.build(eager_case, **options)
+        variables = built.variables
+        if options.get("scan"):
+            variables = stack_layers(variables, jax.eval_shape(other.init, jax.random.key(0), built.images))
+        features = lambda model, v, x: model.apply(v, x, return_features=True)  # noqa: E731
+        with _exact_matmuls():
+            plain = jax.jit(functools.partial(features, built.model))(built.variables, built.images)
+            again = jax.jit(functools.partial(features, other))(variables, built.images)
+        error = relative_error(again, plain)
+        assert error < 1e-6, f"feature maps with {options}: relative error {error:.2e}"
+
+        def map_grads(v, x):
+            def one(i, x):
+                out = other.apply(
+                    v,
+                    x,
+                    train=True,
+                    return_features=True,
+                    rngs={"dropout": jax.random.key(1)},
+                    **self.train_apply_kwargs(),
+                )
+                maps = out[0] if self.train_apply_kwargs().get("mutable") else out
+                return jnp.sum(jnp.sin(maps[i]))
+
+            return [jax.grad(functools.partial(one, i))(x) for i in range(len(plain))]
+
+        for i, g in enumerate(jax.jit(map_grads)(variables, built.images)):
+            assert bool(jnp.isfinite(g).all()) and bool(jnp.any(g != 0)), f"map {i} passes no gradient"
+
+    def test_new_num_classes_keeps_the_backbone(self, eager_case):
+        """:func:`adapt_variables` keeps every variable but the classifier, which is
+        initialised afresh in the new shape, and rejects any other mismatch."""
+        built = self.make_built(eager_case)
+        source = {"/".join(k): v for k, v in traverse_util.flatten_dict(built.variables).items()}
+        target = self.build(eager_case, num_classes=built.model.num_classes + 3)
+        adapted = adapt_variables(built.variables, target, rng=jax.random.key(3))
+        flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(adapted).items()}
+        head = classifier_paths(target)
+        assert set(flat) == set(_flat_shapes(jax.eval_shape(target.init, jax.random.key(0), built.images)))
+        for name, value in flat.items():
+            if name in head:
+                assert value.shape[-1] == target.num_classes, f"{name}: {value.shape}"
+            else:
+                assert _same(value, source[name]), f"{name} changed"
+        headless = adapt_variables(built.variables, self.build(eager_case, num_classes=0))
+        assert not set(traverse_util.flatten_dict(headless)) & {tuple(k.split("/")) for k in head}
+        first = next(k for k in source if k not in head)
+        missing = traverse_util.unflatten_dict(
+            {tuple(k.split("/")): v for k, v in source.items() if k != first}
+        )
+        with pytest.raises(ConversionError, match=re.escape(first)):
+            adapt_variables(missing, target)
+
+    def test_nnx_wrapper_matches_linen_and_trains(self, eager_case):
+        """:func:`to_nnx` with given variables equals ``apply`` in eval (maps too), three
+        ``nnx.Optimizer`` steps lower the training loss on a fixed batch, and BatchNorm
+        statistics change in train mode only. Dropout off, so the loss is deterministic."""
+        import optax
+        from flax import nnx
+
+        built = self.make_built(eager_case)
+        no_dropout = {f.name: 0.0 for f in dataclasses.fields(self.model_cls) if "dropout" in f.name}
+        model = self.build(eager_case, **no_dropout)
+        wrapped = to_nnx(model, built.images, rngs=nnx.Rngs(params=0, dropout=1), variables=built.variables)
+
+        @nnx.jit
+        def evaluate(m, x):
+            return m(x), m(x, return_features=True)
+
+        stats = lambda: [np.asarray(a) for a in jax.tree_util.tree_leaves(nnx.state(wrapped, nnx.BatchStat))]  # noqa: E731
+        before = stats()
+        with _exact_matmuls():
+            logits, maps = evaluate(wrapped, built.images)
+            error = relative_error(
+                (logits, maps),
+                (built(), built.model.apply(built.variables, built.images, return_features=True)),
+            )
+        assert error < 1e-6, f"NNX eval vs Linen apply: relative error {error:.2e}"
+        assert all(np.array_equal(a, b) for a, b in zip(before, stats(), strict=True)), (
+            "eval changed batch_stats"
+        )
+
+        labels = jnp.arange(built.images.shape[0]) % max(model.num_classes, 1)
+        optimizer, new_api = _nnx_optimizer(wrapped, optax.adam(1e-3))
+
+        @nnx.jit
+        def step(m, optimizer, x, y):
+            def loss(m):
+                out = _leaves(m(x, train=True))
+                return sum(optax.softmax_cross_entropy_with_integer_labels(o, y).mean() for o in out)
+
+            value, grads = nnx.value_and_grad(loss)(m)
+            optimizer.update(m, grads) if new_api else optimizer.update(grads)
+            return value
+
+        losses = [float(step(wrapped, optimizer, built.images, labels)) for _ in range(4)]
+        assert losses[3] < losses[0], f"training losses {losses}"
+        if before:
+            assert not any(np.array_equal(a, b) for a, b in zip(before, stats(), strict=True)), (
+                "train mode left batch_stats unchanged"
+            )
 
     def test_readme_usage_runs_as_written(self):
         namespaces = run_readme_usage(self.readme)
