@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from vit_layers_flax import (
     PEG,
@@ -22,19 +23,23 @@ from vit_layers_flax import (
     Dense,
     DepthwiseConv,
     DotProductAttention,
+    FeatureInfo,
     FeedForward,
+    ImageClassifier,
     InputSizes,
     LayerNorm,
     StateDict,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
+    adapt_variables,
     apply_attention,
     apply_blocks,
     attention_weights,
     cast_tuple,
     check_images,
     check_stage_size,
+    classifier_paths,
     conv_output_size,
     gelu,
     load_torch_state_dict,
@@ -46,6 +51,8 @@ from vit_layers_flax import (
     posemb_sincos_2d,
     split_qkv,
     stack_layers,
+    to_nnx,
+    token_map,
     unfold,
 )
 from vit_layers_flax.testing import (
@@ -845,3 +852,77 @@ def test_token_embedding_with_more_positions_than_tokens_adds_the_first_rows():
     np.testing.assert_allclose(stem.apply(variables, x_tokens), x_tokens + pos[:5], rtol=1e-6)
     with pytest.raises(ValueError, match="4 positions for 5 tokens"):
         TokenEmbedding(0, num_positions=4).init(jax.random.key(0), x_tokens)
+
+
+# the model interface and the NNX bridge ----------------------------------------------
+
+
+class _TinyClassifier(ImageClassifier):
+    """Dense -> BatchNorm -> dropout -> mean pool -> classifier: the pieces the bridge carries."""
+
+    num_classes: int
+
+    def input_sizes(self) -> InputSizes:
+        return InputSizes(minimum=4, step=4)
+
+    @property
+    def num_features(self) -> int:
+        return 8
+
+    def feature_maps(self):
+        return (FeatureInfo(8, (1, 1), "Dense_0"),)
+
+    @nn.compact
+    def __call__(self, x, *, train=False, pre_logits=False, return_features=False):
+        x = Dense(8)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+        x = nn.Dropout(0.5)(x, deterministic=not train)
+        if return_features:
+            return self.select_features([x])
+        return self.classify(x.mean(axis=(1, 2)), pre_logits=pre_logits)
+
+
+def test_nnx_train_mode_draws_dropout_and_updates_batch_stats():
+    model = _TinyClassifier(3)
+    images = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+    wrapped = to_nnx(model, rngs=nnx.Rngs(params=0, dropout=1))
+    stats = lambda: [np.asarray(a) for a in jax.tree.leaves(nnx.state(wrapped, nnx.BatchStat))]  # noqa: E731
+    before = stats()
+    np.testing.assert_array_equal(wrapped(images), wrapped(images))
+    assert all(np.array_equal(a, b) for a, b in zip(before, stats(), strict=True))
+    first, second = wrapped(images, train=True), wrapped(images, train=True)
+    assert not np.array_equal(first, second), "train mode drew the same dropout mask twice"
+    assert not any(np.array_equal(a, b) for a, b in zip(before, stats(), strict=True))
+    assert wrapped(images, pre_logits=True).shape == (2, 8)
+    assert wrapped(images, return_features=True)[0].shape == (2, 4, 4, 8)
+
+
+def test_nnx_rejects_variables_of_another_model():
+    model = _TinyClassifier(3)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
+    wrong = adapt_variables(variables, _TinyClassifier(5))
+    with pytest.raises(ConversionError, match=r"mlp_head/kernel: expected \(8, 3\), received \(8, 5\)"):
+        to_nnx(model, rngs=nnx.Rngs(0), variables=wrong)
+
+
+def test_adapt_variables_and_out_indices():
+    model = _TinyClassifier(3)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
+    assert classifier_paths(model) == {"params/mlp_head/kernel", "params/mlp_head/bias"}
+    adapted = adapt_variables(variables, _TinyClassifier(5), rng=jax.random.key(1))
+    assert adapted["params"]["mlp_head"]["kernel"].shape == (8, 5)
+    np.testing.assert_array_equal(
+        adapted["params"]["Dense_0"]["kernel"], variables["params"]["Dense_0"]["kernel"]
+    )
+    with pytest.raises(ValueError, match=r"out_indices \(1,\) expected in \[-1, 1\)"):
+        _ = _TinyClassifier(3, out_indices=(1,)).feature_info
+
+
+def test_token_map_drops_prefix_tokens():
+    x = jnp.arange(2 * 7 * 3, dtype=jnp.float32).reshape(2, 7, 3)
+    grid = token_map(x, (2, 3), prefix=1)
+    np.testing.assert_array_equal(grid[:, 0, 1], x[:, 2])
+    with pytest.raises(
+        ValueError, match=r"expected \(batch, 0 \+ 2 \* 3, dim\) tokens, received shape \(2, 7, 3\)"
+    ):
+        token_map(x, (2, 3))
