@@ -51,7 +51,14 @@ nox.options.tags = ["ci"]
 TORCH = "torch==2.13.0"
 REFERENCE = "vit-pytorch==1.26.11"
 #: the oldest versions the distributions declare (keep in step with their pyproject.toml)
-MIN_VERSIONS = ["jax==0.4.36", "jaxlib==0.4.36", "flax==0.10.2", "einops==0.8.0", "numpy==1.26.4"]
+MIN_VERSIONS = [
+    "jax==0.4.36",
+    "jaxlib==0.4.36",
+    "flax==0.10.2",
+    "einops==0.8.0",
+    "numpy==1.26.4",
+    "optax==0.2.3",  # the contract suite's (the ``testing`` extra)
+]
 
 #: pytest-xdist on the CPU: a test file's time is mostly XLA compiles, which run on one
 #: thread each, so one worker per core (up to four) runs the model cases side by side. The
@@ -119,7 +126,7 @@ def _pip_find_links() -> dict[str, str]:
 def _install_dist(session: nox.Session, dist: str, *extra: str, **kwargs) -> None:
     """Install a distribution from source with the shared package and pytest."""
     session.install(
-        f"{ROOT / 'shared'}[safetensors]", str(DISTS[dist]), "pytest>=8", "pytest-xdist>=3", *extra, **kwargs
+        f"{ROOT / 'shared'}[safetensors,testing]", str(DISTS[dist]), "pytest-xdist>=3", *extra, **kwargs
     )
 
 
@@ -164,7 +171,7 @@ def suite(session: nox.Session) -> None:
     the cores. Each distribution alone is what ``build`` checks."""
     env = _pip_find_links()
     session.install(
-        f"{ROOT / 'shared'}[safetensors]",
+        f"{ROOT / 'shared'}[safetensors,testing]",
         *(str(DISTS[d]) for d in MODELS),
         "-r",
         str(ROOT / "examples" / "requirements.txt"),
