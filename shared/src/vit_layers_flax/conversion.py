@@ -75,6 +75,22 @@ class StateDict:
             out["bias"] = self[_join(prefix, "bias")]
         return out
 
+    def classifier(self, prefix: str, num_classes: int) -> dict[str, np.ndarray] | None:
+        """The classifier ``nn.Linear`` at ``prefix`` as :meth:`linear`, or, for a
+        ``num_classes=0`` model (no classifier), ``None`` after checking that the reference's
+        ``Linear(dim, 0)`` there is empty (or absent); a classifier with classes raises,
+        naming the fix (convert with its ``num_classes``, then ``adapt_variables``)."""
+        if num_classes:
+            return self.linear(prefix)
+        for key in (_join(prefix, "weight"), _join(prefix, "bias")):
+            if key in self and self[key].shape[0]:
+                raise ConversionError(
+                    f"{key}: expected no classifier (num_classes=0), received {self[key].shape[0]} "
+                    f"classes: convert into a model with num_classes={self[key].shape[0]}, then "
+                    "vit_layers_flax.adapt_variables"
+                )
+        return None
+
     def layer_norm(self, prefix: str) -> dict[str, np.ndarray]:
         """``nn.LayerNorm`` weight/bias -> ``scale``/``bias``."""
         return {"scale": self[_join(prefix, "weight")], "bias": self[_join(prefix, "bias")]}
@@ -188,9 +204,15 @@ def transformer_params(
     return params
 
 
-def classifier_head_params(sd: StateDict, prefix: str = "mlp_head") -> dict[str, Any]:
-    """The reference's ``Sequential(LayerNorm, Linear)`` head -> :class:`~vit_layers_flax.ClassifierHead` params."""
-    return {"norm": sd.layer_norm(_join(prefix, "0")), "fc": sd.linear(_join(prefix, "1"))}
+def classifier_head_params(
+    sd: StateDict, prefix: str = "mlp_head", num_classes: int | None = None
+) -> dict[str, Any]:
+    """The reference's ``Sequential(LayerNorm, Linear)`` head -> :class:`~vit_layers_flax.ClassifierHead`
+    params; with ``num_classes=0`` the norm alone (see :meth:`StateDict.classifier`)."""
+    head = {"norm": sd.layer_norm(_join(prefix, "0"))}
+    if (fc := sd.classifier(_join(prefix, "1"), 1 if num_classes is None else num_classes)) is not None:
+        head["fc"] = fc
+    return head
 
 
 def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,10 +272,13 @@ def model_variables(
     :class:`ConversionError` listing unread state_dict keys, variables the module expects
     but the conversion did not produce, extra ones, and shape mismatches. Arrays are cast
     to the dtype the module initialises them with (its ``param_dtype``). ``sample_input``
-    defaults to ``model.sample_input()``.
+    defaults to ``model.sample_input()`` (or, for a layer, one image of its smallest input size).
     """
-    if sample_input is None:
+    if sample_input is None and hasattr(model, "sample_input"):
         sample_input = model.sample_input()
+    elif sample_input is None:  # a layer with input sizes of its own
+        shape = (1, *model.input_sizes().smallest_shape, getattr(model, "channels", 3))
+        sample_input = jax.ShapeDtypeStruct(shape, jnp.float32)
     inputs = (sample_input,) if isinstance(sample_input, jax.ShapeDtypeStruct) else tuple(sample_input)
     expected = jax.eval_shape(lambda *xs: model.init(jax.random.key(0), *xs), *inputs)
     got, want = _flat(stack_layers(variables, expected)), _flat(expected)

@@ -75,6 +75,14 @@ class ImageClassifier(Model, kw_only=True):
         return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
+def block_features(
+    channels: int, reduction: int | tuple[int, int], depth: int, stack: str = "transformer"
+) -> tuple[FeatureInfo, ...]:
+    """One :class:`FeatureInfo` per block ``stack/layers_{i}`` of a flat-token model."""
+    r = (reduction, reduction) if isinstance(reduction, int) else tuple(reduction)
+    return tuple(FeatureInfo(channels, r, f"{stack}/layers_{i}") for i in range(depth))
+
+
 def token_map(x: Array, grid: tuple[int, int], prefix: int = 0) -> Array:
     """``(batch, prefix + h * w, dim) -> (batch, h, w, dim)``: patch tokens back on their
     grid, the ``prefix`` (class, distillation) tokens dropped."""
