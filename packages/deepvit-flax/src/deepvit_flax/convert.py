@@ -42,6 +42,6 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: DeepViT) -> dict[str,
             "pos_embedding": _without_batch_axis(sd["pos_embedding"]),
         },
         "transformer": transformer,
-        "mlp_head": classifier_head_params(sd),
+        "mlp_head": classifier_head_params(sd, num_classes=model.num_classes),
     }
     return model_variables(sd, {"params": params}, model)

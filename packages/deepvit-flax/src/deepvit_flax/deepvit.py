@@ -9,28 +9,31 @@ import flax.linen as nn
 from deepvit_flax.re_attention import ReAttention
 from vit_layers_flax import (
     ClassifierHead,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
-    Model,
     PatchEmbedding,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
+    block_features,
     check_config,
     check_images,
     pool_tokens,
+    token_map,
 )
 from vit_layers_flax.typing import Array
 
 
-class DeepViT(Model):
+class DeepViT(ImageClassifier):
     """ViT whose blocks attend with re-attention (:class:`ReAttention`), with a class token.
 
     Zhou et al., "DeepViT: Towards Deeper Vision Transformer", 2021 (arXiv:2103.11886).
-    ``(batch, image_size, image_size, channels) -> (batch, num_classes)``. ``image_size`` and
-    ``patch_size`` are ints (square, as in the reference). The class token is always
-    prepended: ``pool='mean'`` averages all tokens, the class token included. The encoder has
-    no final LayerNorm; the head is ``LayerNorm -> Dense``. ``dropout`` acts on the attention
-    weights and in the blocks, ``emb_dropout`` after the position embedding.
+    Feature maps: the patch grid after each block. ``image_size`` and ``patch_size`` are ints
+    (square, as in the reference). The class token is always prepended: ``pool='mean'``
+    averages all tokens, the class token included. The encoder has no final LayerNorm; the
+    head is ``LayerNorm -> Dense``. ``dropout`` acts on the attention weights and in the
+    blocks, ``emb_dropout`` after the position embedding.
     """
 
     image_size: int
@@ -69,8 +72,17 @@ class DeepViT(Model):
         """``image_size`` alone: the position embedding fixes it."""
         return InputSizes(self.image_size)
 
+    @property
+    def num_features(self) -> int:
+        return self.dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        return block_features(self.dim, self.patch_size, self.depth)
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         size = (self.image_size, self.image_size)
         check_images(img, channels=self.channels, image_size=size, name="DeepViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -97,5 +109,9 @@ class DeepViT(Model):
             name="transformer",
             **dtypes,
         )
+        if return_features:
+            grid = (self.image_size // self.patch_size,) * 2
+            _, blocks = transformer(x, train=train, return_features=True)
+            return self.select_features([token_map(b, grid, 1) for b in blocks])
         x = pool_tokens(transformer(x, train=train), self.pool)
-        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x)
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x, pre_logits=pre_logits)

@@ -49,6 +49,6 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: ViT) -> dict[str, Any
             "pos_embedding": _without_batch_axis(sd["pos_embedding"]),
         },
         "transformer": transformer,
-        "mlp_head": classifier_head_params(sd),
+        "mlp_head": classifier_head_params(sd, num_classes=model.num_classes),
     }
     return model_variables(sd, {"params": params}, model)

@@ -12,25 +12,28 @@ from vit_layers_flax import (
     Attention,
     ClassifierHead,
     Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
-    Model,
     TokenEmbedding,
     Transformer,
+    block_features,
     check_config,
     check_images,
     pair,
     patchify,
     pool_tokens,
+    token_map,
 )
 from vit_layers_flax.typing import Array
 
 
-class ViT(Model):
+class ViT(ImageClassifier):
     """ViT whose layers sum ``num_parallel_branches`` attention branches, then as many
     feed-forward branches (:class:`ParallelTransformerBlock`).
 
     Touvron et al., "Three things everyone should know about Vision Transformers", ECCV 2022
-    (arXiv:2203.09795). ``(batch, height, width, channels) -> (batch, num_classes)``.
+    (arXiv:2203.09795). Feature maps: the patch grid after each layer.
     ``image_size`` and ``patch_size`` take an int or a ``(height, width)`` pair. As in the
     reference, the patch embedding is one ``Dense``, the class token is always prepended
     (``pool='mean'`` averages it too), the encoder has no final LayerNorm and the head is
@@ -76,8 +79,17 @@ class ViT(Model):
         """``image_size`` alone: the position embedding fixes it."""
         return InputSizes.fixed(self.image_size)
 
+    @property
+    def num_features(self) -> int:
+        return self.dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        return block_features(self.dim, pair(self.patch_size), self.depth)
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         check_images(img, channels=self.channels, image_size=pair(self.image_size), name="ViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = Dense(self.dim, name="to_patch_embedding", **dtypes)(patchify(img, pair(self.patch_size)))
@@ -104,5 +116,9 @@ class ViT(Model):
             name="transformer",
             **dtypes,
         )
+        if return_features:
+            grid = tuple(i // p for i, p in zip(pair(self.image_size), pair(self.patch_size), strict=True))
+            _, blocks = transformer(x, train=train, return_features=True)
+            return self.select_features([token_map(b, grid, 1) for b in blocks])
         x = pool_tokens(transformer(x, train=train), self.pool)
-        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x)
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x, pre_logits=pre_logits)

@@ -6,7 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from simple_vit_flax.simple_vit import SimpleViT
-from vit_layers_flax import StateDict, model_variables, patch_embedding_params, transformer_params
+from vit_layers_flax import (
+    StateDict,
+    model_variables,
+    patch_embedding_params,
+    transformer_params,
+)
 
 
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: SimpleViT) -> dict[str, Any]:
@@ -20,6 +25,7 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: SimpleViT) -> dict[st
         "transformer": transformer_params(
             sd, "transformer", model.depth, to_out="to_out", out_bias=False, fc2_index=3
         ),
-        "linear_head": sd.linear("linear_head"),
     }
+    if (head := sd.classifier("linear_head", model.num_classes)) is not None:
+        params["linear_head"] = head
     return model_variables(sd, {"params": params}, model)

@@ -10,27 +10,29 @@ import jax.numpy as jnp
 
 from vit_layers_flax import (
     Attention,
-    Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
-    Model,
     PatchEmbedding,
     Transformer,
     TransformerBlock,
+    block_features,
     check_config,
     check_images,
     pair,
     pool_tokens,
     posemb_sincos_2d,
+    token_map,
 )
 from vit_layers_flax.typing import Array
 
 
-class SimpleViT(Model):
+class SimpleViT(ImageClassifier):
     """ViT with a fixed 2-D sin-cos position embedding, mean pooling, no class token, no
     dropout and bias-free attention output projections.
 
     Beyer, Zhai and Kolesnikov, "Better plain ViT baselines for ImageNet-1k", 2022
-    (arXiv:2205.01580). ``(batch, height, width, channels) -> (batch, num_classes)``.
+    (arXiv:2205.01580). Feature maps: the patch grid after each block.
     ``image_size`` and ``patch_size`` take an int or a ``(height, width)`` pair; ``dim`` must be
     a multiple of 4 (the sin-cos embedding, a constant rather than a parameter).
     """
@@ -65,8 +67,17 @@ class SimpleViT(Model):
         """``image_size`` alone: the position embedding fixes it."""
         return InputSizes.fixed(self.image_size)
 
+    @property
+    def num_features(self) -> int:
+        return self.dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        return block_features(self.dim, pair(self.patch_size), self.depth)
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
         check_images(img, channels=self.channels, image_size=(ih, iw), name="SimpleViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -82,5 +93,8 @@ class SimpleViT(Model):
         transformer = Transformer(
             self.depth, block, remat=self.remat, scan=self.scan, name="transformer", **dtypes
         )
+        if return_features:
+            _, blocks = transformer(x, train=train, return_features=True)
+            return self.select_features([token_map(b, (ih // ph, iw // pw)) for b in blocks])
         x = pool_tokens(transformer(x, train=train), "mean")
-        return Dense(self.num_classes, name="linear_head", **dtypes)(x)
+        return self.classify(x, pre_logits=pre_logits, name="linear_head")

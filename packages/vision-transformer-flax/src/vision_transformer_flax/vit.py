@@ -15,6 +15,7 @@ from vit_layers_flax import (
     TokenEmbedding,
     Transformer,
     TransformerBlock,
+    block_features,
     check_config,
     check_images,
     pair,
@@ -72,8 +73,7 @@ class ViT(ImageClassifier):
         return self.dim
 
     def feature_maps(self) -> tuple[FeatureInfo, ...]:
-        patch = pair(self.patch_size)
-        return tuple(FeatureInfo(self.dim, patch, f"transformer/layers_{i}") for i in range(self.depth))
+        return block_features(self.dim, pair(self.patch_size), self.depth)
 
     @nn.compact
     def __call__(

@@ -7,7 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from vit_layers_flax import StateDict, classifier_head_params, model_variables, transformer_params
+from vit_layers_flax import (
+    StateDict,
+    classifier_head_params,
+    model_variables,
+    transformer_params,
+)
 from vit_small_datasets_flax.spt import SPT
 from vit_small_datasets_flax.vit import ViT
 
@@ -38,7 +43,7 @@ def vit_params(sd: StateDict, model: ViT) -> dict[str, Any]:
             "pos_embedding": _without_batch_axis(sd["pos_embedding"]),
         },
         "transformer": transformer,
-        "mlp_head": classifier_head_params(sd),
+        "mlp_head": classifier_head_params(sd, num_classes=model.num_classes),
     }
 
 

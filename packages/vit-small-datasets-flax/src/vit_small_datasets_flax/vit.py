@@ -8,30 +8,33 @@ import flax.linen as nn
 
 from vit_layers_flax import (
     ClassifierHead,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
-    Model,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
+    block_features,
     check_config,
     check_images,
     pair,
     pool_tokens,
+    token_map,
 )
 from vit_layers_flax.typing import Array
 from vit_small_datasets_flax.lsa import LSA
 from vit_small_datasets_flax.spt import SPT
 
 
-class ViT(Model):
+class ViT(ImageClassifier):
     """Vision Transformer for small-size datasets: :class:`SPT` tokens, :class:`LSA` blocks.
 
     Lee, Lee and Song, "Vision Transformer for Small-Size Datasets", 2021 (arXiv:2112.13492).
-    ``(batch, height, width, channels) -> (batch, num_classes)``. ``image_size`` and
-    ``patch_size`` take an int or a ``(height, width)`` pair (the reference's patch size is an
-    int). As in the reference, the class token is always prepended (``pool='mean'`` averages
-    it too), the encoder has no final LayerNorm and the head is ``LayerNorm -> Dense``.
-    ``dropout`` acts in the blocks, ``emb_dropout`` after the position embedding.
+    Feature maps: the patch grid after each block. ``image_size`` and ``patch_size`` take an
+    int or a ``(height, width)`` pair (the reference's patch size is an int). As in the
+    reference, the class token is always prepended (``pool='mean'`` averages it too), the
+    encoder has no final LayerNorm and the head is ``LayerNorm -> Dense``. ``dropout`` acts
+    in the blocks, ``emb_dropout`` after the position embedding.
     """
 
     image_size: int | tuple[int, int]
@@ -66,8 +69,17 @@ class ViT(Model):
         """``image_size`` alone: the position embedding fixes it."""
         return InputSizes.fixed(self.image_size)
 
+    @property
+    def num_features(self) -> int:
+        return self.dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        return block_features(self.dim, pair(self.patch_size), self.depth)
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         check_images(img, channels=self.channels, image_size=pair(self.image_size), name="ViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = SPT(self.dim, self.patch_size, self.channels, name="to_patch_embedding", **dtypes)(img)
@@ -93,5 +105,9 @@ class ViT(Model):
             name="transformer",
             **dtypes,
         )
+        if return_features:
+            grid = tuple(i // p for i, p in zip(pair(self.image_size), pair(self.patch_size), strict=True))
+            _, blocks = transformer(x, train=train, return_features=True)
+            return self.select_features([token_map(b, grid, 1) for b in blocks])
         x = pool_tokens(transformer(x, train=train), self.pool)
-        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x)
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x, pre_logits=pre_logits)
