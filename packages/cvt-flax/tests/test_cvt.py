@@ -71,13 +71,17 @@ class TestCvT(BatchNormContractSuite):
     reference = ("cvt", "CvT")
     cases = CASES
     readme = README
-    readme_shapes = {"output": (1, 1000)}
+    readme_shapes = {
+        "output": (1, 1000),
+        "embeddings": (2, 64),
+        "maps": [(2, 16, 16, 16), (2, 8, 8, 32), (2, 4, 4, 64)],
+    }
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_classes=0), "num_classes must be positive"),
+        (dict(num_classes=-1), "num_classes must be non-negative"),
         (dict(channels=0), "channels must be positive"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
         (dict(s2_heads=0), "s2_heads=0"),
@@ -147,6 +151,31 @@ def test_converter_handles_stages_without_blocks():
     )
 
 
+@pytest.mark.parity
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # the empty Linear
+def test_converter_builds_a_headless_model():
+    """``num_classes=0``: the reference's empty ``Linear(dim, 0)`` is read and dropped, the model
+    returns the reference's pooled features; a state_dict with a classifier is refused."""
+    import torch
+
+    from vit_layers_flax import ConversionError
+    from vit_layers_flax.testing import build_reference, relative_error
+
+    config = dict(SMALL, num_classes=0)
+    torch_model = build_reference("cvt", "CvT", config)
+    model = CvT(**config)
+    variables = from_vit_pytorch(torch_model.state_dict(), model)
+    assert "to_logits" not in variables["params"]
+    images = np.random.default_rng(3).standard_normal((2, 24, 20, 3), dtype=np.float32)
+    with torch.no_grad():
+        expected = torch_model.to_logits[:2](torch_model.layers(torch.from_numpy(images).permute(0, 3, 1, 2)))
+    assert relative_error(jax.jit(model.apply)(variables, images), expected.numpy()) < 1e-4
+    with pytest.raises(
+        ConversionError, match=r"expected no classifier \(num_classes=0\), received 10 classes"
+    ):
+        from_vit_pytorch(build_reference("cvt", "CvT", SMALL).state_dict(), model)
+
+
 @pytest.mark.parametrize("name", [name for name in CONFIGS if name not in ("readme", "small")])
 def test_paper_configurations_build(name):
     """The paper's variants, at the paper's 224 x 224 (shapes only)."""
@@ -168,9 +197,11 @@ def test_small_recipe_builds():
 
 
 def test_readme_usage_is_the_readme_config():
-    (call,) = [
+    calls = [
         node
-        for node in ast.walk(ast.parse(readme_python_blocks(README)[0]))
+        for block in readme_python_blocks(README)
+        for node in ast.walk(ast.parse(block))
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "CvT"
     ]
-    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]
+    # the first call is the usage; the features example follows
+    assert {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords} == CONFIGS["readme"]

@@ -10,6 +10,7 @@ from vit_layers_flax import ClassifierHead, InputSizes
 from vit_layers_flax.testing import (
     ContractSuite,
     ModelCase,
+    build_reference,
     random_variables,
     readme_python_blocks,
     relative_error,
@@ -47,7 +48,6 @@ CASES = [
         (2, 32, 32, 3),
         # 33 -> a 9-row map (reduction 2), 40 -> a 10-column map (window 4)
         bad_spatial=[(33, 32), (32, 40)],
-        feature_shapes=[(2, 8, 8, 16), (2, 4, 4, 32)],
     ),
     ModelCase(
         # three stages on a non-square gray image: 8x12 (no blocks) -> 4x6: two heads, SSA keys 2x3
@@ -71,7 +71,6 @@ CASES = [
         (2, 32, 48, 1),
         # 36 -> stage 2 5x6 (reduction 2, window 2); 40 -> stage 2 5x5 (stage 1 has no blocks)
         bad_spatial=[(36, 48), (40, 40)],
-        feature_shapes=[(2, 8, 12, 16), (2, 4, 6, 32), (2, 2, 3, 64)],
     ),
     ModelCase(
         # one stage (the last: no norm, no downsampling) on an odd map: 36 px -> 9x9, SSA keys 3x3
@@ -91,7 +90,6 @@ CASES = [
         ),
         (2, 36, 36, 4),
         # 37 -> a 10-row map
-        feature_shapes=[(2, 9, 9, 16)],
     ),
 ]
 
@@ -104,7 +102,8 @@ class TestScalableViT(ContractSuite):
     readme = README
     readme_shapes = {
         "output": (1, 1000),
-        "features": [(2, 32, 24, 32), (2, 16, 12, 64), (2, 8, 6, 128), (2, 4, 3, 256)],
+        "embeddings": (2, 32),
+        "maps": [(2, 16, 12, 16), (2, 8, 6, 32)],
     }
 
 
@@ -114,7 +113,7 @@ class TestScalableViT(ContractSuite):
         (dict(depth=2), "depth must be a tuple"),
         (dict(depth=()), "depth must be a tuple"),
         (dict(depth=(1, -1)), "depth entries must be non-negative"),
-        (dict(num_classes=0), "num_classes must be positive"),
+        (dict(num_classes=-1), "num_classes must be non-negative"),
         (dict(dim=0), "dim must be positive"),
         (dict(channels=0), "channels must be positive"),
         (dict(ff_expansion_factor=0), "ff_expansion_factor must be positive"),
@@ -222,6 +221,37 @@ def test_features_are_what_the_head_pools():
     assert relative_error(pooled, logits) < 1e-6
 
 
+@pytest.mark.parity
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # the empty Linear
+def test_converter_builds_a_headless_model():
+    """``num_classes=0``: the reference's empty ``Linear(dim, 0)`` is read and dropped (its
+    LayerNorm kept), the model returns the reference's normalised pooled features; a
+    state_dict with a classifier is refused."""
+    import numpy as np
+    import torch
+
+    from vit_layers_flax import ConversionError
+
+    config = dict(SMALL, num_classes=0, depth=(0, 1))
+    torch_model = build_reference("scalable_vit", "ScalableViT", config)
+    model = ScalableViT(**config)
+    variables = from_vit_pytorch(torch_model.state_dict(), model)
+    assert set(variables["params"]["mlp_head"]) == {"norm"}
+    images = np.random.default_rng(3).standard_normal((2, 32, 32, 3), dtype=np.float32)
+    with torch.no_grad():
+        x = torch_model.to_patches(torch.from_numpy(images).permute(0, 3, 1, 2))
+        for transformer, downsample in torch_model.layers:
+            x = transformer(x) if downsample is None else downsample(transformer(x))
+        expected = torch_model.mlp_head[:2](x)
+    assert relative_error(jax.jit(model.apply)(variables, images), expected.numpy()) < 1e-4
+    with pytest.raises(
+        ConversionError, match=r"expected no classifier \(num_classes=0\), received 10 classes"
+    ):
+        from_vit_pytorch(
+            build_reference("scalable_vit", "ScalableViT", dict(config, num_classes=10)).state_dict(), model
+        )
+
+
 def test_scan_keeps_the_peg_block_and_stacks_the_rest():
     """scan=True: each stage's first block (with the PEG) stays ``layers_0``; the others are
     one ``layers`` subtree with a leading axis of ``depth - 1``, and a one-block stage has none."""
@@ -287,9 +317,11 @@ def test_paper_configurations_build(name):
 
 
 def test_readme_usage_is_the_readme_config():
-    (call,) = [
+    calls = [
         node
-        for node in ast.walk(ast.parse(readme_python_blocks(README)[0]))
+        for block in readme_python_blocks(README)
+        for node in ast.walk(ast.parse(block))
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ScalableViT"
     ]
-    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]
+    # the first call is the usage; the features example follows
+    assert {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords} == CONFIGS["readme"]

@@ -76,7 +76,6 @@ CASES = [
         (2, 32, 32, 3),
         # stage 1 patch (33), stage 2 local window (40 -> 20 -> 10), stage 1 local window (36 -> 18)
         bad_spatial=[(33, 32), (40, 32), (32, 36)],
-        feature_shapes=[(2, 16, 16, 16), (2, 8, 8, 32), (2, 4, 4, 48), (2, 2, 2, 64)],
     ),
     ModelCase(
         "nonsquare-floored-global-peg5",
@@ -84,7 +83,6 @@ CASES = [
         (2, 48, 64, 3),
         # stage 1 patch (49), stage 1 local window (60 -> 15), stage 1 map 4x16 < global stride 5
         bad_spatial=[(49, 64), (48, 60), (16, 64)],
-        feature_shapes=[(2, 12, 16, 16), (2, 6, 8, 24), (2, 6, 8, 32), (2, 3, 4, 40)],
     ),
     ModelCase(
         # 64 px: 16 (2x2 windows of 8x8; 2x2 keys) -> 8 (one 8x8 window; 2x2 keys) -> 4 (one 4x4
@@ -105,7 +103,6 @@ CASES = [
         ),
         (2, 64, 64, 3),
         bad_spatial=[(64, 65), (48, 64)],  # stage 1 patch; stage 1 local window (48 -> 12)
-        feature_shapes=[(2, 16, 16, 32), (2, 8, 8, 32), (2, 4, 4, 64), (2, 2, 2, 64)],
     ),
 ]
 
@@ -119,14 +116,15 @@ class TestTwinsSVT(ContractSuite):
     readme_shapes = {
         "output": (1, 1000),
         "n_params_flax": (),
-        "features": [(1, 56, 56, 32), (1, 28, 28, 64), (1, 14, 14, 128), (1, 7, 7, 256)],
+        "embeddings": (2, 64),
+        "maps": [(2, 16, 16, 16), (2, 8, 8, 32), (2, 4, 4, 48), (2, 2, 2, 64)],
     }
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_classes=0), "num_classes must be positive"),
+        (dict(num_classes=-1), "num_classes must be non-negative"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
         (dict(peg_kernel_size=4), "peg_kernel_size must be positive and odd"),
         (dict(peg_kernel_size=0), "peg_kernel_size must be positive and odd"),
@@ -254,10 +252,38 @@ def test_parameter_tree_mirrors_the_reference():
     assert set(last) == {"global_attn", "ff2"}  # no local attention in the last stage
 
 
+@pytest.mark.parity
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # the empty Linear
+def test_converter_builds_a_headless_model():
+    """``num_classes=0``: the reference's empty ``Linear(dim, 0)`` is read and dropped, the model
+    returns the reference's pooled features; a state_dict with a classifier is refused."""
+    import numpy as np
+    import torch
+
+    from vit_layers_flax import ConversionError
+    from vit_layers_flax.testing import build_reference, relative_error
+
+    config = dict(SMALL, num_classes=0)
+    torch_model = build_reference("twins_svt", "TwinsSVT", config)
+    model = TwinsSVT(**config)
+    variables = from_vit_pytorch(torch_model.state_dict(), model)
+    assert "to_logits" not in variables["params"]
+    images = np.random.default_rng(3).standard_normal((2, 32, 32, 3), dtype=np.float32)
+    with torch.no_grad():
+        expected = torch_model.layers[:-1](torch.from_numpy(images).permute(0, 3, 1, 2))
+    assert relative_error(jax.jit(model.apply)(variables, images), expected.numpy()) < 1e-4
+    with pytest.raises(
+        ConversionError, match=r"expected no classifier \(num_classes=0\), received 10 classes"
+    ):
+        from_vit_pytorch(build_reference("twins_svt", "TwinsSVT", SMALL).state_dict(), model)
+
+
 def test_readme_usage_is_the_readme_config():
-    (call,) = [
+    calls = [
         node
-        for node in ast.walk(ast.parse(readme_python_blocks(README)[0]))
+        for block in readme_python_blocks(README)
+        for node in ast.walk(ast.parse(block))
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "TwinsSVT"
     ]
-    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == CONFIGS["readme"]
+    # the first call is the usage; the features example follows
+    assert {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords} == CONFIGS["readme"]

@@ -43,6 +43,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CvT) -> dict[str, Any
 
     Stage ``s`` is the reference's ``layers.{s}`` (``0`` embedding conv, ``1`` channel
     LayerNorm, ``2`` transformer); the BatchNorms' running statistics go to ``batch_stats``.
+    A ``num_classes=0`` model has no ``to_logits``: it takes a reference built with
+    ``num_classes=0`` (whose ``Linear(dim, 0)`` is empty).
     """
     sd = StateDict(state_dict)
     params: dict[str, Any] = {}
@@ -59,6 +61,7 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CvT) -> dict[str, Any
             batch_stats[f"stages_{s}"] = {
                 "transformer": {f"layers_{i}": b for i, (_, b) in enumerate(blocks)}
             }
-    params["to_logits"] = sd.linear("to_logits.2")
+    if (head := sd.classifier("to_logits.2", model.num_classes)) is not None:
+        params["to_logits"] = head
     variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
     return model_variables(sd, variables, model)

@@ -10,7 +10,8 @@ import flax.linen as nn
 from cvt_flax.attention import ConvAttention
 from vit_layers_flax import (
     Conv,
-    Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
     LayerNorm,
     Model,
@@ -70,16 +71,16 @@ class Stage(Model):
         return transformer(x, train=train)
 
 
-class CvT(Model):
+class CvT(ImageClassifier):
     """Convolutional vision Transformer (Wu et al., 2021, arXiv:2103.15808, ICCV 2021).
 
-    ``(batch, height, width, channels) -> (batch, num_classes)`` for any height and width:
-    three :class:`Stage` s (``stages_{s}``) of convolutional token embedding and
-    :class:`~cvt_flax.attention.ConvAttention` blocks, the last map averaged over space and
-    classified by ``to_logits``. For each stage ``s1`` to ``s3``: ``emb_dim``, ``emb_kernel``
-    and ``emb_stride`` of the token embedding, ``proj_kernel`` (odd) and ``kv_proj_stride``
-    of the attention's projections, ``heads`` (of 64 channels), ``depth`` and ``mlp_mult``.
-    ``dropout`` acts on the attention weights and after every projection.
+    Images of any height and width: three :class:`Stage` s (``stages_{s}``) of convolutional
+    token embedding and :class:`~cvt_flax.attention.ConvAttention` blocks, the last map
+    averaged over space and classified by ``to_logits``. Feature maps: each stage's output.
+    For each stage ``s1`` to ``s3``: ``emb_dim``, ``emb_kernel`` and ``emb_stride`` of the
+    token embedding, ``proj_kernel`` (odd) and ``kv_proj_stride`` of the attention's
+    projections, ``heads`` (of 64 channels), ``depth`` and ``mlp_mult``. ``dropout`` acts on
+    the attention weights and after every projection.
     """
 
     num_classes: int
@@ -120,7 +121,9 @@ class CvT(Model):
         return InputSizes(1, 1)
 
     def __post_init__(self):
-        check_config(self.num_classes > 0, f"CvT: num_classes must be positive, received {self.num_classes}")
+        check_config(
+            self.num_classes >= 0, f"CvT: num_classes must be non-negative, received {self.num_classes}"
+        )
         check_config(self.channels > 0, f"CvT: channels must be positive, received {self.channels}")
         check_config(0.0 <= self.dropout < 1.0, f"CvT: dropout must be in [0, 1), received {self.dropout}")
         for stage in (1, 2, 3):
@@ -138,11 +141,27 @@ class CvT(Model):
             )
         super().__post_init__()
 
+    @property
+    def num_features(self) -> int:
+        return self.s3_emb_dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        """Each stage's map; its reduction is the product of the embedding strides so far (an
+        even ``emb_kernel`` pads the map one pixel larger than ``ceil(side / stride)``)."""
+        maps, reduction = [], 1
+        for stage in (1, 2, 3):
+            config = self.stage_config(stage)
+            reduction *= config["emb_stride"]
+            maps.append(FeatureInfo(config["emb_dim"], (reduction, reduction), f"stages_{stage - 1}"))
+        return tuple(maps)
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         check_images(img, channels=self.channels, name="CvT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = img
+        x, features = img, []
         for stage in (1, 2, 3):
             config = self.stage_config(stage)
             attention = functools.partial(
@@ -172,5 +191,8 @@ class CvT(Model):
                 name=f"stages_{stage - 1}",
                 **dtypes,
             )(x, train=train)
+            features.append(x)
+        if return_features:
+            return self.select_features(features)
         x = x.mean(axis=(1, 2))  # AdaptiveAvgPool2d(1)
-        return Dense(self.num_classes, name="to_logits", **dtypes)(x)
+        return self.classify(x, pre_logits=pre_logits, name="to_logits")

@@ -42,6 +42,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: ScalableViT) -> dict[
 
     Stage ``s`` is the reference's ``layers.{s}`` (``0`` transformer: its blocks and final
     norm; ``1`` downsampling); ``mlp_head`` is its ``Sequential(Reduce, LayerNorm, Linear)``.
+    A ``num_classes=0`` model has no ``mlp_head/fc``: it takes a reference built with
+    ``num_classes=0`` (whose ``Linear(dim, 0)`` is empty).
     """
     sd = StateDict(state_dict)
     params: dict[str, Any] = {"to_patches": sd.conv2d("to_patches")}
@@ -54,5 +56,7 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: ScalableViT) -> dict[
             stage["norm"] = sd.chan_layer_norm(f"{prefix}.0.norm")
             stage["downsample"] = sd.conv2d(f"{prefix}.1.conv")
         params[f"stages_{s}"] = stage
-    params["mlp_head"] = {"norm": sd.layer_norm("mlp_head.1"), "fc": sd.linear("mlp_head.2")}
+    params["mlp_head"] = {"norm": sd.layer_norm("mlp_head.1")}
+    if (head := sd.classifier("mlp_head.2", model.num_classes)) is not None:
+        params["mlp_head"]["fc"] = head
     return model_variables(sd, {"params": params}, model)

@@ -13,6 +13,8 @@ from scalablevit_flax.block import ScalableBlock
 from vit_layers_flax import (
     ClassifierHead,
     Conv,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
     LayerNorm,
     Model,
@@ -66,16 +68,16 @@ class Stage(Model):
         return x, Conv(2 * x.shape[-1], kernel, stride, padding, name="downsample", **dtypes)(x)
 
 
-class ScalableViT(Model):
+class ScalableViT(ImageClassifier):
     """ScalableViT (Yang et al., 2022, arXiv:2203.10790): a pyramid of SSA and IWSA blocks.
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``, or with ``return_features=True``
-    one NHWC map per stage. A 7 x 7 stride-4 convolution (``to_patches``) embeds the image;
-    stage ``s`` (``stages_{s}``) is ``dim * 2 ** s`` wide with ``depth[s]`` blocks; the head
-    (``mlp_head``) normalises and classifies the last map's mean. Per stage (one value, or a
-    tuple with one per stage): ``heads``, the SSA's ``reduction_factor`` and
-    ``ssa_dim_key`` / ``ssa_dim_value``, the IWSA's ``window_size`` (``None``: the whole
-    map) and ``iwsa_dim_key`` / ``iwsa_dim_value``; ``ff_expansion_factor`` for all.
+    A 7 x 7 stride-4 convolution (``to_patches``) embeds the image; stage ``s``
+    (``stages_{s}``) is ``dim * 2 ** s`` wide with ``depth[s]`` blocks; the head
+    (``mlp_head``) normalises and classifies the last map's mean. Feature maps: each stage's
+    output before its downsampling. Per stage (one value, or a tuple with one per stage):
+    ``heads``, the SSA's ``reduction_factor`` and ``ssa_dim_key`` / ``ssa_dim_value``, the
+    IWSA's ``window_size`` (``None``: the whole map) and ``iwsa_dim_key`` /
+    ``iwsa_dim_value``; ``ff_expansion_factor`` for all.
     """
 
     num_classes: int
@@ -152,8 +154,10 @@ class ScalableViT(Model):
             all(isinstance(d, int) and d >= 0 for d in self.depth),
             f"{name}: depth entries must be non-negative ints, received {self.depth!r}",
         )
+        check_config(
+            self.num_classes >= 0, f"{name}: num_classes must be non-negative, received {self.num_classes}"
+        )
         for field, value in (
-            ("num_classes", self.num_classes),
             ("dim", self.dim),
             ("ff_expansion_factor", self.ff_expansion_factor),
             ("channels", self.channels),
@@ -184,9 +188,20 @@ class ScalableViT(Model):
             for what, tile in tiles.items():
                 check_stage_size(img, stage=stage, size=size, window=tile, what=what, name="ScalableViT")
 
+    @property
+    def num_features(self) -> int:
+        return self.dim * 2 ** (self.num_stages - 1)
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        """Each stage's map: ``dim * 2 ** s`` channels, reduced 4 by the stem, 2 per downsampling."""
+        return tuple(
+            FeatureInfo(self.dim * 2**s, (STEM[1] * DOWNSAMPLE[1] ** s,) * 2, f"stages_{s}")
+            for s in range(self.num_stages)
+        )
+
     @nn.compact
     def __call__(
-        self, img: Array, *, train: bool = False, return_features: bool = False
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
     ) -> Array | tuple[Array, ...]:
         check_images(img, channels=self.channels, name="ScalableViT")
         self._check_stage_sizes(img)
@@ -221,6 +236,6 @@ class ScalableViT(Model):
             feature, x = stage(x, train=train)
             features.append(feature)
         if return_features:
-            return tuple(features)
+            return self.select_features(features)
         x = features[-1].mean(axis=(1, 2))  # Reduce('b d h w -> b d', 'mean')
-        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x)
+        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(x, pre_logits=pre_logits)

@@ -61,7 +61,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: TwinsSVT) -> dict[str
     """``torch_twins_svt.state_dict()`` -> the variables for ``model.apply``.
 
     Stage ``s`` is the reference's ``layers.{s}`` (``0`` patch embedding, ``1`` first
-    transformer, ``2`` PEG, ``3`` transformer); the classifier is its ``layers.6``.
+    transformer, ``2`` PEG, ``3`` transformer); the classifier is its ``layers.6``. A
+    ``num_classes=0`` model has no ``to_logits``: it takes a reference built with
+    ``num_classes=0`` (whose ``Linear(dim, 0)`` is empty).
     """
     sd = StateDict(state_dict)
     params: dict[str, Any] = {}
@@ -81,7 +83,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: TwinsSVT) -> dict[str
         params[f"stages_{s}"] = stage
         channels = config["emb_dim"]
     # layers.4 is the average pool, layers.5 the Rearrange
-    params["to_logits"] = sd.linear(f"layers.{NUM_STAGES + 2}")
+    if (head := sd.classifier(f"layers.{NUM_STAGES + 2}", model.num_classes)) is not None:
+        params["to_logits"] = head
     side = model.input_sizes().smallest
     sample = jax.ShapeDtypeStruct((1, side, side, CHANNELS), jnp.float32)
     return model_variables(sd, {"params": params}, model, sample)

@@ -11,7 +11,8 @@ import flax.linen as nn
 from twins_svt_flax.block import TwinsBlock
 from vit_layers_flax import (
     PEG,
-    Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
     Model,
     PatchEmbedding,
@@ -64,16 +65,16 @@ class Stage(Model):
         return stack(self.depth, name="transformer", **dtypes)(x, train=train)
 
 
-class TwinsSVT(Model):
+class TwinsSVT(ImageClassifier):
     """Twins-SVT (Chu et al., 2021, arXiv:2104.13840, NeurIPS 2021): a four-stage pyramid of
     locally-grouped and global sub-sampled attention.
 
-    ``(batch, height, width, 3) -> (batch, num_classes)``, or with ``return_features=True`` the
-    four stages' NHWC maps. For each stage ``s1`` ... ``s4``: the width ``emb_dim``, the
-    ``patch_size`` its patch embedding merges, the window ``local_patch_size`` of its local
-    attention (unused in stage 4, which has none), the sub-sampling stride ``global_k`` of its
-    global attention and ``depth`` (blocks after the PEG). ``peg_kernel_size`` is the PEG's
-    kernel; every attention has 8 heads of 64 channels, as in the reference.
+    Feature maps: each stage's output. For each stage ``s1`` ... ``s4``: the width
+    ``emb_dim``, the ``patch_size`` its patch embedding merges, the window
+    ``local_patch_size`` of its local attention (unused in stage 4, which has none), the
+    sub-sampling stride ``global_k`` of its global attention and ``depth`` (blocks after the
+    PEG). ``peg_kernel_size`` is the PEG's kernel; every attention has 8 heads of 64
+    channels, as in the reference. The last map's mean is classified by ``to_logits``.
     """
 
     num_classes: int
@@ -120,7 +121,7 @@ class TwinsSVT(Model):
     def __post_init__(self):
         name = "TwinsSVT"
         check_config(
-            self.num_classes > 0, f"{name}: num_classes must be positive, received {self.num_classes}"
+            self.num_classes >= 0, f"{name}: num_classes must be non-negative, received {self.num_classes}"
         )
         check_config(0.0 <= self.dropout < 1.0, f"{name}: dropout must be in [0, 1), received {self.dropout}")
         check_config(
@@ -161,10 +162,23 @@ class TwinsSVT(Model):
                     f"{k}x{k} (the smallest square image this model takes is {smallest}x{smallest})"
                 )
 
+    @property
+    def num_features(self) -> int:
+        return self.s4_emb_dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        """Each stage's map: ``s*_emb_dim`` channels, the product of the patch sizes so far."""
+        maps, reduction = [], 1
+        for stage in range(1, NUM_STAGES + 1):
+            config = self.stage_config(stage)
+            reduction *= config["patch_size"]
+            maps.append(FeatureInfo(config["emb_dim"], (reduction, reduction), f"stages_{stage - 1}"))
+        return tuple(maps)
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False, return_features: bool = False):
-        """``(batch, height, width, 3) -> (batch, num_classes)``, or with ``return_features=True``
-        the tuple of the four stages' NHWC maps (the head is not run)."""
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         check_images(img, channels=CHANNELS, name="TwinsSVT")
         self._check_stage_sizes(img)
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -197,6 +211,6 @@ class TwinsSVT(Model):
             )(x, train=train)
             features.append(x)
         if return_features:
-            return tuple(features)
+            return self.select_features(features)
         x = x.mean(axis=(1, 2))  # AdaptiveAvgPool2d(1)
-        return Dense(self.num_classes, name="to_logits", **dtypes)(x)
+        return self.classify(x, pre_logits=pre_logits, name="to_logits")
