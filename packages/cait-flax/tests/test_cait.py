@@ -140,7 +140,7 @@ class TestCaiT(ContractSuite):
     reference = ("cait", "CaiT")
     cases = CASES
     readme = Path(__file__).parents[1] / "README.md"
-    readme_shapes = {"output": (1, 1000)}
+    readme_shapes = {"output": (1, 1000), "embeddings": (2, 64), "maps": [(2, 4, 4, 64), (2, 4, 4, 64)]}
 
     @pytest.fixture(scope="class")
     @classmethod

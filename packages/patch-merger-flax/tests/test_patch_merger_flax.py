@@ -77,7 +77,12 @@ class TestViT(ContractSuite):
     reference = ("vit_with_patch_merger", "ViT")
     cases = CASES
     readme = Path(__file__).parents[1] / "README.md"
-    readme_shapes = {"output": (1, 1000), "merger_output": (4, 8, 1024)}
+    readme_shapes = {
+        "output": (1, 1000),
+        "merger_output": (4, 8, 1024),
+        "embeddings": (2, 64),
+        "maps": [(2, 4, 4, 64), (2, 4, 4, 64)],
+    }
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,11 @@ class TestPiT(ContractSuite):
     reference = ("pit", "PiT")
     cases = CASES
     readme = Path(__file__).parents[1] / "README.md"
-    readme_shapes = {"output": (1, 1000)}
+    readme_shapes = {
+        "output": (1, 1000),
+        "embeddings": (2, 128),
+        "maps": [(2, 7, 7, 32), (2, 4, 4, 64), (2, 2, 2, 128)],
+    }
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from t2t_vit_flax import CONFIGS, T2TViT, from_vit_pytorch
 
-from vit_layers_flax import ConversionError, Transformer, TransformerBlock
+from vit_layers_flax import ConversionError, FeatureInfo, Transformer, TransformerBlock
 from vit_layers_flax.testing import (
     PARITY_RTOL,
     ContractSuite,
@@ -53,7 +53,7 @@ class TestT2TViT(ContractSuite):
     reference = ("t2t", "T2TViT")
     cases = CASES
     readme = Path(__file__).parents[1] / "README.md"
-    readme_shapes = {"output": (1, 1000)}
+    readme_shapes = {"output": (1, 1000), "embeddings": (2, 64), "maps": [(2, 8, 8, 64), (2, 8, 8, 64)]}
 
 
 @pytest.mark.parametrize(
@@ -102,6 +102,23 @@ def test_custom_transformer():
     variables = random_variables(model, img)
     assert variables["params"]["transformer"]["layers_0"]["attn"]["to_qkv"]["kernel"].shape == (32, 24)
     assert jax.jit(model.apply)(variables, img).shape == (2, 10)
+    maps = jax.jit(functools.partial(model.apply, return_features=True))(variables, img)
+    assert [m.shape for m in maps] == [(2, 4, 4, 32)]
+    assert model.feature_info == (FeatureInfo(32, (4, 4), "transformer/layers_0"),)
+
+
+def test_custom_transformer_without_blocks_gives_one_map():
+    class Other(nn.Module):
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            return nn.Dense(x.shape[-1])(x)
+
+    model = T2TViT(**CUSTOM, transformer=Other())
+    img = jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), img)
+    maps = jax.eval_shape(functools.partial(model.apply, return_features=True), variables, img)
+    assert [m.shape for m in maps] == [(2, 4, 4, 32)]
+    assert model.feature_info == (FeatureInfo(32, (4, 4), "transformer"),)
 
 
 @pytest.mark.parity

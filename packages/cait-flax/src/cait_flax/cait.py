@@ -8,28 +8,31 @@ import jax.numpy as jnp
 from cait_flax.transformer import LayerScaleTransformer
 from vit_layers_flax import (
     ClassifierHead,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
-    Model,
     PatchEmbedding,
     TokenEmbedding,
+    block_features,
     check_config,
     check_images,
     pool_tokens,
+    token_map,
 )
 from vit_layers_flax.typing import Array
 
 
-class CaiT(Model):
+class CaiT(ImageClassifier):
     """Class-attention image transformer: ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
 
     Touvron, Cord, Sablayrolles, Synnaeve, Jégou, "Going deeper with Image Transformers",
     ICCV 2021 (arXiv:2103.17239). The patch tokens (position embedding, no class token) go
     through ``depth`` LayerScale'd talking-heads blocks (``patch_transformer``); a class
     token then goes through ``cls_depth`` class-attention blocks (``cls_transformer``)
-    attending to ``[norm(cls), patches]``, and the head reads it. Arguments are
-    vit-pytorch's (square images); ``layer_dropout`` drops whole blocks of each stack in
-    training only (at least one kept per stack), where the reference also drops them in
-    evaluation. ``channels`` (3 in the reference) is the number of input channels.
+    attending to ``[norm(cls), patches]``, and the head reads it. Feature maps: the patch
+    grid after each ``patch_transformer`` block. Arguments are vit-pytorch's (square images);
+    ``layer_dropout`` drops whole blocks of each stack in training only (at least one kept
+    per stack; the reference also drops them in evaluation). ``channels``: input channels.
     """
 
     image_size: int
@@ -55,8 +58,9 @@ class CaiT(Model):
             self.image_size % self.patch_size == 0,
             f"CaiT: image_size {self.image_size} must be divisible by patch_size {self.patch_size}",
         )
-        sizes = (self.num_classes, self.dim, self.depth, self.cls_depth, self.heads, self.dim_head)
+        sizes = (self.dim, self.depth, self.cls_depth, self.heads, self.dim_head)
         check_config(min(*sizes, self.mlp_dim, self.channels) > 0, "CaiT: sizes must be positive")
+        check_config(self.num_classes >= 0, f"CaiT: num_classes must be >= 0, received {self.num_classes}")
         check_config(
             0.0 <= self.layer_dropout < 1.0,
             f"CaiT: layer_dropout must be in [0, 1), received {self.layer_dropout}",
@@ -66,8 +70,17 @@ class CaiT(Model):
     def input_sizes(self) -> InputSizes:
         return InputSizes(self.image_size)
 
+    @property
+    def num_features(self) -> int:
+        return self.dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        return block_features(self.dim, self.patch_size, self.depth, "patch_transformer")
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         size = (self.image_size, self.image_size)
         batch = check_images(img, channels=self.channels, image_size=size, name="CaiT")[0]
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -87,7 +100,12 @@ class CaiT(Model):
         x = TokenEmbedding(0, self.emb_dropout, param_dtype=self.param_dtype, name="embedding")(
             x, train=train
         )
-        x = LayerScaleTransformer(self.dim, self.depth, name="patch_transformer", **stack)(x, train=train)
+        patch_transformer = LayerScaleTransformer(self.dim, self.depth, name="patch_transformer", **stack)
+        if return_features:
+            grid = (self.image_size // self.patch_size,) * 2
+            _, blocks = patch_transformer(x, train=train, return_features=True)
+            return self.select_features([token_map(b, grid) for b in blocks])
+        x = patch_transformer(x, train=train)
 
         init = nn.initializers.normal(stddev=1.0)  # torch.randn
         cls_token = self.param("cls_token", init, (1, self.dim), self.param_dtype)
@@ -95,4 +113,5 @@ class CaiT(Model):
         cls_tokens = LayerScaleTransformer(self.dim, self.cls_depth, name="cls_transformer", **stack)(
             cls_tokens, x, train=train
         )
-        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(cls_tokens, "cls"))
+        head = ClassifierHead(self.num_classes, name="mlp_head", **dtypes)
+        return head(pool_tokens(cls_tokens, "cls"), pre_logits=pre_logits)

@@ -44,7 +44,8 @@ def _transformer_params(sd: StateDict, prefix: str, depth: int) -> dict[str, Any
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: CaiT) -> dict[str, Any]:
     """``torch_cait.state_dict()`` -> the variables for ``model.apply`` (a :class:`CaiT` of the
     same hyperparameters). The reference's ``pos_embedding`` ``(1, N, dim)`` and
-    ``cls_token`` ``(1, 1, dim)`` lose their leading axis."""
+    ``cls_token`` ``(1, 1, dim)`` lose their leading axis. With ``num_classes=0`` the head's
+    LayerNorm is kept and its (empty) ``Linear(dim, 0)`` skipped."""
     sd = StateDict(state_dict)
     params = {
         "to_patch_embedding": patch_embedding_params(sd, "to_patch_embedding"),
@@ -52,6 +53,6 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CaiT) -> dict[str, An
         "cls_token": sd["cls_token"][0],
         "patch_transformer": _transformer_params(sd, "patch_transformer", model.depth),
         "cls_transformer": _transformer_params(sd, "cls_transformer", model.cls_depth),
-        "mlp_head": classifier_head_params(sd),
+        "mlp_head": classifier_head_params(sd, num_classes=model.num_classes),
     }
     return model_variables(sd, {"params": params}, model)

@@ -66,7 +66,8 @@ class LayerScaleTransformer(Model):
     class attention); ``context`` itself is not updated. Block ``i`` gets its LayerScale
     initial value (:func:`~cait_flax.initial_layer_scale` of ``i + 1``) and, in training
     with ``layer_dropout > 0``, its :func:`~cait_flax.layer_keep_mask` flag as per-layer
-    inputs. Unlike the reference, no block is dropped in evaluation.
+    inputs. Unlike the reference, no block is dropped in evaluation. ``return_features=True``
+    returns ``(x, outputs)``, ``outputs`` every block's output.
     """
 
     dim: int
@@ -78,7 +79,9 @@ class LayerScaleTransformer(Model):
     layer_dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x: Array, context: Array | None = None, *, train: bool = False) -> Array:
+    def __call__(
+        self, x: Array, context: Array | None = None, *, train: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, tuple[Array, ...]]:
         initial_scales = np.asarray([initial_layer_scale(i + 1) for i in range(self.depth)], np.float32)
         layer_kept = None
         if train and self.layer_dropout > 0:
@@ -102,4 +105,5 @@ class LayerScaleTransformer(Model):
             scan=self.scan,
             remat=self.remat,
             per_layer=(initial_scales, layer_kept),
+            collect=return_features,
         )

@@ -29,7 +29,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: ViT | PatchMerger) ->
     """A reference ``state_dict`` -> the variables for ``model.apply``: a :class:`ViT` for
     ``vit_with_patch_merger.ViT().state_dict()``, a standalone :class:`PatchMerger` for
     ``vit_with_patch_merger.PatchMerger().state_dict()``, with the torch module's
-    hyperparameters."""
+    hyperparameters. A ``num_classes=0`` :class:`ViT` has no ``mlp_head``: it takes a
+    reference built with ``num_classes=0`` (whose ``Linear(dim, 0)`` is empty)."""
     sd = StateDict(state_dict)
     if isinstance(model, PatchMerger):
         sample = jax.ShapeDtypeStruct((1, 1, model.dim), jnp.float32)
@@ -47,7 +48,10 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: ViT | PatchMerger) ->
         "to_patch_embedding": patch_embedding_params(sd, "to_patch_embedding"),
         "embedding": {"pos_embedding": sd["pos_embedding"][0]},  # (1, n + 1, dim) -> (n + 1, dim)
         "transformer": transformer,
-        "mlp_head": sd.linear("mlp_head.1"),  # mlp_head.0 is the mean Reduce
+        # mlp_head.0 is the mean Reduce
+        "mlp_head": sd.classifier("mlp_head.1", model.num_classes),
     }
     # the configured size itself: a non-square one is not an InputSizes
+    if params["mlp_head"] is None:  # num_classes=0: no classifier
+        del params["mlp_head"]
     return model_variables(sd, {"params": params}, model)

@@ -19,7 +19,8 @@ class MergingTransformer(Model):
     of vit-pytorch's ``vit_with_patch_merger.py``. The blocks before the merger are
     ``layers_0`` ... (one :func:`~vit_layers_flax.apply_blocks` stack), those after it, which
     see the merged tokens, ``merged_layers_0`` ... (another; the reference's
-    ``layers.{patch_merge_layer}`` ...).
+    ``layers.{patch_merge_layer}`` ...). ``return_features=True`` returns only the outputs
+    of the blocks before the merger (a tuple; the merger and what follows do not run).
     """
 
     dim: int
@@ -33,7 +34,9 @@ class MergingTransformer(Model):
     attention_implementation: str | None = None
 
     @nn.compact
-    def __call__(self, x: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, x: Array, *, train: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         block = functools.partial(
             TransformerBlock,
@@ -46,6 +49,9 @@ class MergingTransformer(Model):
             **dtypes,
         )
         stack = dict(train=train, scan=self.scan, remat=self.remat)
+        if return_features:
+            stack["collect"] = True
+            return apply_blocks(lambda name: block(name=name), self.patch_merge_layer, x, **stack)[1]
         x = apply_blocks(lambda name: block(name=name), self.patch_merge_layer, x, **stack)
         x = PatchMerger(self.dim, self.patch_merge_num_tokens, name="patch_merger", **dtypes)(x)
         merged_depth = self.depth - self.patch_merge_layer

@@ -6,20 +6,22 @@ import flax.linen as nn
 
 from patch_merger_flax.transformer import MergingTransformer
 from vit_layers_flax import (
-    Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
-    Model,
     PatchEmbedding,
     TokenEmbedding,
+    block_features,
     check_config,
     check_images,
     pair,
     pool_tokens,
+    token_map,
 )
 from vit_layers_flax.typing import Array
 
 
-class ViT(Model):
+class ViT(ImageClassifier):
     """Vision Transformer whose tokens are merged mid-way: ``(batch, H, W, channels) -> (batch, num_classes)``.
 
     Renggli, Susano Pinto, Houlsby, Mustafa, Puigcerver, Riquelme, "Learning to Merge Tokens
@@ -29,6 +31,7 @@ class ViT(Model):
     ``patch_merge_num_tokens`` ones, and the head classifies their mean. ``image_size`` and
     ``patch_size`` take an int or a ``(height, width)`` pair. With ``scan`` the blocks
     before and after the merger are two scanned stacks (``layers``, ``merged_layers``).
+    Feature maps: the patch grid after each block before the merger (merged tokens have none).
     """
 
     image_size: int | tuple[int, int]
@@ -62,9 +65,10 @@ class ViT(Model):
             f"ViT: image_size {(ih, iw)} must be divisible by patch_size {(ph, pw)}",
         )
         check_config(
-            min(self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim, self.num_classes) > 0,
+            min(self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim) > 0,
             "ViT: sizes must be positive",
         )
+        check_config(self.num_classes >= 0, f"ViT: num_classes must be >= 0, received {self.num_classes}")
         check_config(self.patch_merge_num_tokens > 0, "ViT: patch_merge_num_tokens must be positive")
         check_config(
             1 <= self.merge_layer <= self.depth,
@@ -73,8 +77,17 @@ class ViT(Model):
         )
         super().__post_init__()
 
+    @property
+    def num_features(self) -> int:
+        return self.dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        return block_features(self.dim, pair(self.patch_size), self.merge_layer)
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         image_size, patch_size = pair(self.image_size), pair(self.patch_size)
         check_images(img, channels=self.channels, image_size=image_size, name="ViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -86,7 +99,7 @@ class ViT(Model):
         )
         x = embedding(x, train=train)
 
-        x = MergingTransformer(
+        transformer = MergingTransformer(
             self.dim,
             self.depth,
             self.heads,
@@ -100,5 +113,10 @@ class ViT(Model):
             attention_implementation=self.attention_implementation,
             name="transformer",
             **dtypes,
-        )(x, train=train)
-        return Dense(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(x, "mean"))
+        )
+        if return_features:
+            grid = tuple(i // p for i, p in zip(image_size, patch_size, strict=True))
+            blocks = transformer(x, train=train, return_features=True)
+            return self.select_features([token_map(b, grid) for b in blocks])
+        x = transformer(x, train=train)
+        return self.classify(pool_tokens(x, "mean"), pre_logits=pre_logits, name="mlp_head")

@@ -28,7 +28,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: PiT) -> dict[str, Any
     """``torch_pit.state_dict()`` -> the variables for ``model.apply`` (a :class:`PiT` of the
     same hyperparameters). The reference's ``layers`` Sequential alternates stage
     transformers (``layers.{2i}`` -> ``stages_{i}``) and pools (``layers.{2i+1}`` ->
-    ``pools_{i}``)."""
+    ``pools_{i}``). With ``num_classes=0`` the head's LayerNorm is kept and its (empty)
+    ``Linear(dim, 0)`` skipped."""
     sd = StateDict(state_dict)
     params: dict[str, Any] = {
         "to_patch_embedding": sd.linear("to_patch_embedding.2"),  # after Unfold and Rearrange
@@ -49,5 +50,5 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: PiT) -> dict[str, Any
         )
         if i < len(stages) - 1:
             params[f"pools_{i}"] = pool_params(sd, f"layers.{2 * i + 1}")
-    params["mlp_head"] = classifier_head_params(sd, "mlp_head")
+    params["mlp_head"] = classifier_head_params(sd, "mlp_head", num_classes=model.num_classes)
     return model_variables(sd, {"params": params}, model)

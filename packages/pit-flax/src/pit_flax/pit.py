@@ -13,15 +13,18 @@ from vit_layers_flax import (
     Attention,
     ClassifierHead,
     Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
-    Model,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
     check_config,
     check_images,
     conv_output_size,
+    grid_reduction,
     pool_tokens,
+    token_map,
     unfold,
 )
 from vit_layers_flax.typing import Array
@@ -35,7 +38,7 @@ class Stage(NamedTuple):
     heads: int
 
 
-class PiT(Model):
+class PiT(ImageClassifier):
     """Pooling-based Vision Transformer: ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
 
     Heo, Yun, Han, Chun, Choe, Oh, "Rethinking Spatial Dimensions of Vision Transformers",
@@ -45,7 +48,8 @@ class PiT(Model):
     int or one entry per stage. Between stages a :class:`~pit_flax.Pool` halves the token
     grid (rounding up) and doubles the width, so stage ``i`` (``stages_{i}``, no final
     norm, then ``pools_{i}``) is ``dim * 2**i`` wide; ``dim_head`` and ``mlp_dim`` are
-    the same in every stage. The head reads the class token.
+    the same in every stage. The head reads the class token. Feature maps: each stage's
+    patch grid after its transformer (class token dropped, before the pool).
     """
 
     image_size: int
@@ -73,6 +77,24 @@ class PiT(Model):
         """Tokens after the patch embedding: the overlapping patches' grid, squared."""
         return conv_output_size(self.image_size, self.patch_size, self.patch_size // 2) ** 2
 
+    @property
+    def grid_sides(self) -> list[int]:
+        """The side of each stage's token grid: the patches' grid, then halved (rounding up)."""
+        sides = [conv_output_size(self.image_size, self.patch_size, self.patch_size // 2)]
+        for _ in self.depth[1:]:
+            sides.append(-(-sides[-1] // 2))
+        return sides
+
+    @property
+    def num_features(self) -> int:
+        return self.stages[-1].dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        return tuple(
+            FeatureInfo(stage.dim, grid_reduction(self.image_size, (side, side)), f"stages_{i}")
+            for i, (stage, side) in enumerate(zip(self.stages, self.grid_sides, strict=True))
+        )
+
     def __post_init__(self):
         check_config(
             isinstance(self.image_size, int) and isinstance(self.patch_size, int),
@@ -98,16 +120,19 @@ class PiT(Model):
         )
         check_config(
             min(*self.depth, *(self.heads if isinstance(self.heads, (tuple, list)) else (self.heads,))) > 0
-            and min(self.dim, self.mlp_dim, self.dim_head, self.num_classes, self.channels) > 0,
+            and min(self.dim, self.mlp_dim, self.dim_head, self.channels) > 0,
             "PiT: sizes must be positive",
         )
+        check_config(self.num_classes >= 0, f"PiT: num_classes must be >= 0, received {self.num_classes}")
         super().__post_init__()
 
     def input_sizes(self) -> InputSizes:
         return InputSizes(self.image_size)
 
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         size = (self.image_size, self.image_size)
         check_images(img, channels=self.channels, image_size=size, name="PiT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -119,8 +144,8 @@ class PiT(Model):
         )
 
         attention = functools.partial(Attention, implementation=self.attention_implementation)
-        stages = self.stages
-        for i, stage in enumerate(stages):
+        stages, maps = self.stages, []
+        for i, (stage, side) in enumerate(zip(stages, self.grid_sides, strict=True)):
             block = functools.partial(
                 TransformerBlock,
                 stage.dim,
@@ -140,7 +165,11 @@ class PiT(Model):
                 name=f"stages_{i}",
                 **dtypes,
             )(x, train=train)
+            maps.append(token_map(x, (side, side), 1))
             if i < len(stages) - 1:
                 x = Pool(stage.dim, name=f"pools_{i}", **dtypes)(x)
 
-        return ClassifierHead(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(x, "cls"))
+        if return_features:
+            return self.select_features(maps)
+        head = ClassifierHead(self.num_classes, name="mlp_head", **dtypes)
+        return head(pool_tokens(x, "cls"), pre_logits=pre_logits)

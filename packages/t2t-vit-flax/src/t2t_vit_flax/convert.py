@@ -41,7 +41,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: T2TViT) -> dict[str, 
     """``torch_t2t_vit.state_dict()`` -> the variables for ``model.apply`` (a :class:`T2TViT` of
     the same hyperparameters). The reference's ``to_patch_embedding`` Sequential holds four
     entries per soft split (its transformer at ``4 * i + 3``) and the final Linear at
-    ``4 * len(t2t_layers)``."""
+    ``4 * len(t2t_layers)``. A ``num_classes=0`` model has no ``mlp_head``: it takes a
+    reference built with ``num_classes=0`` (whose ``Linear(dim, 0)`` is empty)."""
     sd = StateDict(state_dict)
     num_splits = len(model.t2t_layers)
     embedding = {
@@ -59,6 +60,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: T2TViT) -> dict[str, 
         "transformer": transformer_params(
             sd, "transformer", depth, to_out="to_out.0" if projects_out else None, final_norm=final_norm
         ),
-        "mlp_head": sd.linear("mlp_head"),
+        "mlp_head": sd.classifier("mlp_head", model.num_classes),
     }
+    if params["mlp_head"] is None:  # num_classes=0: no classifier
+        del params["mlp_head"]
     return model_variables(sd, {"params": params}, model)

@@ -10,31 +10,34 @@ import flax.linen as nn
 from t2t_vit_flax.tokens_to_token import TokensToToken
 from vit_layers_flax import (
     Attention,
-    Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
-    Model,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
     check_config,
     check_images,
     conv_output_size,
+    grid_reduction,
     pool_tokens,
+    token_map,
 )
 from vit_layers_flax.typing import Array
 
 
-class T2TViT(Model):
+class T2TViT(ImageClassifier):
     """Tokens-to-Token ViT: ``(batch, image_size, image_size, channels) -> (batch, num_classes)``.
 
     Yuan, Chen, Wang, Yu, Shi, Jiang, Tay, Feng, Yan, "Tokens-to-Token ViT: Training Vision
     Transformers from Scratch on ImageNet", ICCV 2021 (arXiv:2101.11986). ``t2t_layers``
     lists the ``(kernel_size, stride)`` of the soft splits (:class:`~t2t_vit_flax.TokensToToken`);
-    a class token and a position embedding are added, then ``transformer`` (by default the
-    shared :class:`~vit_layers_flax.Transformer` of ``depth`` blocks; or any module called
-    as ``transformer(x, train=train)``), and the head reads the class token (``pool='cls'``)
-    or the mean of all tokens (``'mean'``). Square images. ``dropout`` acts in every
-    transformer; ``remat``, ``scan`` and ``attention_implementation`` in the default one.
+    a class token and a position embedding are added, then ``transformer`` (default: the
+    shared :class:`~vit_layers_flax.Transformer` of ``depth`` blocks; or any module called as
+    ``transformer(x, train=train)``), and the head reads the class token (``pool='cls'``) or
+    the mean of all tokens (``'mean'``). Square images. ``dropout`` acts in every transformer,
+    ``remat``/``scan``/``attention_implementation`` in the default one. Feature maps: the
+    patch grid after each block (after the custom transformer if it is no ``Transformer``).
     """
 
     image_size: int
@@ -79,10 +82,8 @@ class T2TViT(Model):
             isinstance(self.image_size, int) and self.output_image_size > 0,
             f"T2TViT: image_size {self.image_size} is too small for t2t_layers {self.t2t_layers!r}",
         )
-        check_config(
-            min(self.dim, self.num_classes, self.dim_head, self.channels) > 0,
-            "T2TViT: sizes must be positive",
-        )
+        check_config(min(self.dim, self.dim_head, self.channels) > 0, "T2TViT: sizes must be positive")
+        check_config(self.num_classes >= 0, f"T2TViT: num_classes must be >= 0, received {self.num_classes}")
         if self.transformer is None:
             check_config(
                 None not in (self.depth, self.heads, self.mlp_dim),
@@ -94,8 +95,27 @@ class T2TViT(Model):
     def input_sizes(self) -> InputSizes:
         return InputSizes(self.image_size)
 
+    @property
+    def num_features(self) -> int:
+        return self.dim
+
+    def _blocks(self) -> int | None:
+        """The number of blocks of the main transformer (``None``: a custom module without them)."""
+        if self.transformer is None:
+            return self.depth
+        return self.transformer.depth if isinstance(self.transformer, Transformer) else None
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        grid = (self.output_image_size, self.output_image_size)
+        reduction = grid_reduction(self.image_size, grid)
+        if (depth := self._blocks()) is None:
+            return (FeatureInfo(self.dim, reduction, "transformer"),)
+        return tuple(FeatureInfo(self.dim, reduction, f"transformer/layers_{i}") for i in range(depth))
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         size = (self.image_size, self.image_size)
         check_images(img, channels=self.channels, image_size=size, name="T2TViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -107,7 +127,7 @@ class T2TViT(Model):
             x, train=train
         )
         if self.transformer is not None:
-            x = self.transformer(x, train=train)
+            transformer = self.transformer
         else:
             block = functools.partial(
                 TransformerBlock,
@@ -122,5 +142,12 @@ class T2TViT(Model):
             transformer = Transformer(
                 self.depth, block, remat=self.remat, scan=self.scan, name="transformer", **dtypes
             )
-            x = transformer(x, train=train)
-        return Dense(self.num_classes, name="mlp_head", **dtypes)(pool_tokens(x, self.pool))
+        if return_features:
+            grid = (self.output_image_size, self.output_image_size)
+            if self._blocks() is None:
+                blocks = (transformer(x, train=train),)
+            else:
+                _, blocks = transformer(x, train=train, return_features=True)
+            return self.select_features([token_map(b, grid, 1) for b in blocks])
+        x = transformer(x, train=train)
+        return self.classify(pool_tokens(x, self.pool), pre_logits=pre_logits, name="mlp_head")
