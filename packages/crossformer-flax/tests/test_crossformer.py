@@ -53,7 +53,6 @@ CASES = [
         "dropout-two-kernels",
         dict(SMALL, attn_dropout=0.1, ff_dropout=0.1),
         (2, 32, 32, 3),
-        feature_shapes=[(2, 16, 16, 32), (2, 8, 8, 48), (2, 4, 4, 48), (2, 2, 2, 64)],
         # 36 -> 18 -> 9, 32x20 -> 16x10 -> 8x5 and 4 -> 2 -> 1: stage 2 not a multiple of its 4x4
         # local window. (33 floors to 16 and is accepted, as in the reference.)
         bad_spatial=[(36, 32), (32, 20), (4, 4)],
@@ -73,7 +72,6 @@ CASES = [
             local_window_size=(4, 7, 7, 7),
         ),
         (2, 32, 64, 1),
-        feature_shapes=[(2, 8, 16, 64), (2, 4, 8, 32), (2, 2, 4, 32), (2, 1, 2, 32)],
         # 32x60 -> 8x15 and 40x64 -> 10x16: stage 1 not a multiple of its 4x4 local window
         bad_spatial=[(32, 60), (40, 64)],
     ),
@@ -94,7 +92,6 @@ CASES = [
             cross_embed_strides=2,
         ),
         (2, 33, 33, 4),
-        feature_shapes=[(2, 16, 16, 64), (2, 8, 8, 32), (2, 4, 4, 32), (2, 2, 2, 32)],
         # 32 -> 15 -> 7 and 40 -> 19 -> 9: stage 2 not a multiple of 4. (34 and 35 are accepted.)
         bad_spatial=[(32, 33), (33, 40)],
     ),
@@ -113,14 +110,15 @@ class TestCrossFormer(ContractSuite):
     readme_shapes = {
         "output": (1, 1000),
         "n_params_flax": (),
-        "features": [(1, 56, 56, 64), (1, 28, 28, 128), (1, 14, 14, 256), (1, 7, 7, 512)],
+        "embeddings": (2, 64),
+        "maps": [(2, 8, 8, 48), (2, 2, 2, 64)],
     }
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_classes=0), "num_classes must be positive"),
+        (dict(num_classes=-1), "num_classes must not be negative"),
         (dict(channels=0), "channels must be positive"),
         (dict(attn_dropout=1.0), r"attn_dropout must be in \[0, 1\)"),
         (dict(ff_dropout=-0.1), r"ff_dropout must be in \[0, 1\)"),

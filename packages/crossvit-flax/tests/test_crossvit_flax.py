@@ -4,6 +4,7 @@ import functools
 import inspect
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +18,14 @@ from crossvit_flax import (
     from_vit_pytorch,
 )
 
-from vit_layers_flax import InputSizes
-from vit_layers_flax.testing import ContractSuite, ModelCase, load_reference, readme_python_blocks
+from vit_layers_flax import Dense, InputSizes
+from vit_layers_flax.testing import (
+    ContractSuite,
+    ModelCase,
+    load_reference,
+    readme_python_blocks,
+    relative_error,
+)
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -104,7 +111,52 @@ class TestCrossViT(ContractSuite):
     reference = ("cross_vit", "CrossViT")
     cases = CASES
     readme = README
-    readme_shapes = {"output": (1, 1000)}
+    readme_shapes = {
+        "output": (1, 1000),
+        "embeddings": (2, 96),
+        "maps": [(2, 4, 4, 32), (2, 2, 2, 64)],
+    }
+
+    def test_pooled_features_feed_the_classifier(self, eager_case):
+        """The contract's check in the order the heads' Dense layers are created, small then
+        large (the contract takes them in the order of their paths, ``lg_mlp_head`` first):
+        ``pre_logits`` is ``[small, large]``, each head's ``fc`` on its slice, summed, gives
+        the logits, and a ``num_classes=0`` model on the same parameters returns it."""
+        built = self.make_built(eager_case)
+        model, params = built.model, built.variables["params"]
+        created = []
+
+        def record(next_fun, args, kwargs, context):
+            if isinstance(context.module, Dense) and context.module.scope.path[-1] == "fc":
+                created.append(context.module.scope.path[0])
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(record):
+            jax.eval_shape(model.init, jax.random.key(0), built.images)
+        created = list(dict.fromkeys(created))  # (the interceptor sees a call more than once)
+        assert created == ["sm_mlp_head", "lg_mlp_head"]
+        headless = self.build(eager_case, num_classes=0)
+        bare = {k: {"norm": v["norm"]} if k in created else v for k, v in params.items()}
+
+        def run(params, bare, images):
+            return (
+                model.apply({"params": params}, images),
+                model.apply({"params": params}, images, pre_logits=True),
+                headless.apply({"params": bare}, images),
+            )
+
+        with jax.default_matmul_precision("highest"):
+            logits, pooled, features = jax.jit(run)(params, bare, built.images)
+        np.testing.assert_array_equal(features, pooled)
+        assert pooled.shape[1] == model.num_features == model.sm_dim + model.lg_dim
+        pooled = np.asarray(pooled, np.float64)
+        slices = {"sm_mlp_head": pooled[:, : model.sm_dim], "lg_mlp_head": pooled[:, model.sm_dim :]}
+        expected = sum(
+            x @ np.asarray(params[h]["fc"]["kernel"], np.float64)
+            + np.asarray(params[h]["fc"]["bias"], np.float64)
+            for h, x in slices.items()
+        )
+        assert relative_error(logits, expected) < 1e-5
 
 
 @pytest.mark.parametrize(
@@ -115,7 +167,7 @@ class TestCrossViT(ContractSuite):
         (dict(image_size=(32, 32)), "must be positive ints"),
         (dict(depth=0), "must be positive"),
         (dict(cross_attn_heads=0), "must be positive"),
-        (dict(num_classes=0), "must be positive"),
+        (dict(num_classes=-1), "num_classes must not be negative"),
     ],
 )
 def test_invalid_configuration(kwargs, message):

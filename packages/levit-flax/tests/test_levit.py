@@ -80,7 +80,12 @@ class TestLeViT(BatchNormContractSuite):
     reference = ("levit", "LeViT")
     cases = CASES
     readme = Path(__file__).parents[1] / "README.md"
-    readme_shapes = {"output": (1, 1000), "logits": (1, 1000)}
+    readme_shapes = {
+        "output": (1, 1000),
+        "logits": (1, 1000),
+        "embeddings": (2, 48),
+        "maps": [(2, 4, 4, 32), (2, 2, 2, 48)],
+    }
 
 
 @pytest.mark.parametrize(
@@ -93,6 +98,7 @@ class TestLeViT(BatchNormContractSuite):
         (dict(heads=()), "at most stages=2 values"),
         (dict(depth=(1, 0)), "depth must be positive ints"),
         (dict(mlp_mult=0), "must be positive"),
+        (dict(num_classes=-1), "num_classes must be a non-negative int"),
         (dict(num_distill_classes=0), "num_distill_classes must be None or positive"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
     ],
@@ -100,6 +106,22 @@ class TestLeViT(BatchNormContractSuite):
 def test_invalid_configuration(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LeViT(**{**SMALL, **kwargs})
+
+
+def test_pooled_features_feed_both_heads():
+    """With a distillation head, ``pre_logits`` is what ``mlp_head`` and ``distill_head``
+    both read (the contract skips its head check for two outputs)."""
+    model = LeViT(**dict(SMALL, num_classes=3, num_distill_classes=2))
+    images = np.asarray(jax.random.normal(jax.random.key(0), (2, 32, 32, 3)))
+    variables = random_variables(model, images)
+    run = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, pre_logits=True)))
+    with jax.default_matmul_precision("highest"):
+        (logits, distill), pooled = run(variables, images)
+    params = variables["params"]
+    assert pooled.shape == (2, model.num_features) == (2, 48)
+    for out, head in ((logits, "mlp_head"), (distill, "distill_head")):
+        expected = pooled @ params[head]["kernel"] + params[head]["bias"]
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_stage_layout_follows_the_reference():

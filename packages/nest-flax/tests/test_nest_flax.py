@@ -73,7 +73,12 @@ class TestNesT(ContractSuite):
     reference = ("nest", "NesT")
     cases = CASES
     readme = Path(__file__).parents[1] / "README.md"
-    readme_shapes = {"output": (1, 1000), "n_params_flax": ()}
+    readme_shapes = {
+        "output": (1, 1000),
+        "n_params_flax": (),
+        "embeddings": (2, 64),
+        "maps": [(2, 8, 8, 32), (2, 4, 4, 64)],
+    }
 
 
 @pytest.mark.parametrize(
@@ -88,6 +93,7 @@ class TestNesT(ContractSuite):
         (dict(block_repeats=(1, -1)), "block_repeats must be >= 0"),
         (dict(heads=64), "must be at least heads"),
         (dict(dim=0), "must be positive"),
+        (dict(num_classes=-1), "num_classes must be >= 0"),
     ],
 )
 def test_invalid_configuration(kwargs, message):

@@ -34,7 +34,6 @@ CASES = [
         # not a multiple of the 8 px regional patch; 40 px: 10 local over 5 regional tokens,
         # then 5 over 3 at stage 2
         bad_spatial=[(33, 32), (32, 36), (40, 32)],
-        feature_shapes=[(2, 8, 8, 16), (2, 4, 4, 32), (2, 2, 2, 48), (2, 1, 1, 64)],
     ),
     ModelCase(
         # PEG after each downsampling; 32 x 64 image: 2x4 regional grid at stage 2, 1x2 windows at stage 4
@@ -42,7 +41,6 @@ CASES = [
         dict(SMALL, use_peg=True),
         (2, 32, 64, 3),
         bad_spatial=[(32, 60), (24, 64)],
-        feature_shapes=[(2, 8, 16, 16), (2, 4, 8, 32), (2, 2, 4, 48), (2, 1, 2, 64)],
     ),
     ModelCase(
         # the 3-conv local tokenizer (channel LayerNorms, no BatchNorm); one width for all stages;
@@ -53,7 +51,6 @@ CASES = [
         (2, 48, 48, 3),
         # 36 px: stage 2 has 5 local tokens over 2 regional ones
         bad_spatial=[(49, 48), (48, 36)],
-        feature_shapes=[(2, 12, 12, 32), (2, 6, 6, 32), (2, 3, 3, 32), (2, 2, 2, 32)],
     ),
 ]
 
@@ -67,7 +64,8 @@ class TestRegionViT(ContractSuite):
     readme_shapes = {
         "output": (1, 1000),
         "n_params_flax": (),
-        "features": [(1, 56, 56, 64), (1, 28, 28, 128), (1, 14, 14, 256), (1, 7, 7, 512)],
+        "embeddings": (2, 64),
+        "maps": [(2, 8, 8, 16), (2, 4, 4, 32), (2, 2, 2, 48), (2, 1, 1, 64)],
     }
 
 
@@ -80,7 +78,7 @@ class TestRegionViT(ContractSuite):
         (dict(depth=(1, -1, 1, 1)), "depth must be non-negative"),
         (dict(window_size=0), "window_size must be positive"),
         (dict(local_patch_size=0), "local_patch_size must be positive"),
-        (dict(num_classes=0), "num_classes must be positive"),
+        (dict(num_classes=-1), "num_classes must be >= 0"),
         (dict(channels=0), "channels must be positive"),
         (dict(attn_dropout=1.0), r"attn_dropout must be in \[0, 1\)"),
         (dict(ff_dropout=-0.1), r"ff_dropout must be in \[0, 1\)"),

@@ -35,8 +35,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CrossFormer) -> dict[
     Stage ``s`` is the reference's ``layers.{s}``: ``0`` the cross-scale embedding's
     ``convs`` (``stages_{s}/cel``), ``1`` the transformer, whose layer ``i``
     (``stages_{s}/layers_{i}``) holds ``0`` short attention, ``1`` feed-forward, ``2`` long
-    attention, ``3`` feed-forward; ``to_logits.1`` is the classifier. The non-persistent
-    ``rel_pos_indices`` buffers are not in a ``state_dict``; the Flax model recomputes them.
+    attention, ``3`` feed-forward; ``to_logits.1`` is the classifier (none when
+    ``model.num_classes == 0``). The non-persistent ``rel_pos_indices`` buffers are not in a
+    ``state_dict``; the Flax model recomputes them.
     """
     sd = StateDict(state_dict)
     params: dict[str, Any] = {}
@@ -56,7 +57,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CrossFormer) -> dict[
                 "long_ff": conv_feed_forward_params(sd, f"{layer}.3"),
             }
         params[f"stages_{s}"] = stage
-    params["to_logits"] = sd.linear("to_logits.1")
+    if (head := sd.classifier("to_logits.1", model.num_classes)) is not None:
+        params["to_logits"] = head
     side = model.input_sizes().smallest
     sample = jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32)
     return model_variables(sd, {"params": params}, model, sample)

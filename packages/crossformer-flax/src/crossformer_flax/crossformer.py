@@ -13,11 +13,11 @@ import flax.linen as nn
 from crossformer_flax.attention import LongShortDistanceAttention
 from crossformer_flax.cross_embed import CrossEmbedLayer, embedded_side, embedding_padding, scale_dims
 from vit_layers_flax import (
-    Dense,
+    FeatureInfo,
     FeedForward,
+    ImageClassifier,
     InputSizes,
     Layer,
-    Model,
     apply_blocks,
     cast_tuple,
     check_config,
@@ -106,10 +106,9 @@ class Stage(nn.Module):
         return apply_blocks(make_block, self.depth, x, train=train, scan=self.scan, remat=self.remat)
 
 
-class CrossFormer(Model):
+class CrossFormer(ImageClassifier):
     """CrossFormer (Wang et al., 2022; ICLR, arXiv:2108.00154): four stages of cross-scale
-    embedding and long/short distance attention. ``(batch, H, W, channels) -> (batch, num_classes)``,
-    or with ``return_features=True`` the four stages' NHWC maps (the head is not run).
+    embedding and long/short distance attention. Feature maps: each stage's output.
 
     ``dim``, ``depth``, ``global_window_size``, ``local_window_size`` and
     ``cross_embed_strides`` take one int or one value per stage, ``cross_embed_kernel_sizes``
@@ -146,7 +145,8 @@ class CrossFormer(Model):
 
     def __post_init__(self):
         check_config(
-            self.num_classes > 0, f"CrossFormer: num_classes must be positive, received {self.num_classes}"
+            self.num_classes >= 0,
+            f"CrossFormer: num_classes must not be negative, received {self.num_classes}",
         )
         check_config(self.channels > 0, f"CrossFormer: channels must be positive, received {self.channels}")
         for name in ("attn_dropout", "ff_dropout"):
@@ -194,6 +194,18 @@ class CrossFormer(Model):
                 f"their convolutions would get {scale_dims(config['dim'], len(kernels))} channels",
             )
         super().__post_init__()
+
+    @property
+    def num_features(self) -> int:
+        return self.stage_configs()[-1]["dim"]
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        """Each stage's output: ``dim[s]`` channels, reduced by the product of the strides so far."""
+        maps, reduction = [], 1
+        for s, config in enumerate(self.stage_configs()):
+            reduction *= config["stride"]
+            maps.append(FeatureInfo(config["dim"], (reduction, reduction), f"stages_{s}"))
+        return tuple(maps)
 
     def stage_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """``(H_s, W_s)`` of the four stages' feature maps for ``height x width`` images.
@@ -282,7 +294,7 @@ class CrossFormer(Model):
 
     @nn.compact
     def __call__(
-        self, img: Array, *, train: bool = False, return_features: bool = False
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
     ) -> Array | tuple[Array, ...]:
         check_images(img, channels=self.channels, name="CrossFormer")
         self._check_stage_sizes(img)
@@ -313,7 +325,7 @@ class CrossFormer(Model):
             x = stage(x, train=train)
             features.append(x)
         if return_features:
-            return tuple(features)
+            return self.select_features(features)
 
         x = x.mean(axis=(1, 2))  # Reduce('b c h w -> b c', 'mean')
-        return Dense(self.num_classes, name="to_logits", **dtypes)(x)
+        return self.classify(x, pre_logits=pre_logits, name="to_logits")

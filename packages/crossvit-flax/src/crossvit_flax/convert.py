@@ -100,8 +100,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: CrossViT) -> dict[str
         "sm_image_embedder": _image_embedder_params(sd, "sm_image_embedder"),
         "lg_image_embedder": _image_embedder_params(sd, "lg_image_embedder"),
         "multi_scale_encoder": encoder,
-        "sm_mlp_head": classifier_head_params(sd, "sm_mlp_head"),
-        "lg_mlp_head": classifier_head_params(sd, "lg_mlp_head"),
+        "sm_mlp_head": classifier_head_params(sd, "sm_mlp_head", num_classes=model.num_classes),
+        "lg_mlp_head": classifier_head_params(sd, "lg_mlp_head", num_classes=model.num_classes),
     }
     side = model.input_sizes().smallest
     sample = jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32)

@@ -7,20 +7,23 @@ import functools
 from collections.abc import Callable
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from crossvit_flax.cross_attention import CrossAttention, CrossAttentionLayer, CrossTransformer
 from vit_layers_flax import (
     Attention,
     ClassifierHead,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
     Layer,
-    Model,
     PatchEmbedding,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
     check_config,
     check_images,
+    token_map,
 )
 from vit_layers_flax.typing import Array
 
@@ -71,18 +74,18 @@ class MultiScaleBlock(nn.Module):
         return self.cross_transformer(name="cross_attend")(sm_tokens, lg_tokens, train=train)
 
 
-class CrossViT(Model):
+class CrossViT(ImageClassifier):
     """CrossViT (Chen, Fan and Panda, 2021; ICCV, arXiv:2103.14899): a dual-branch vision
-    transformer fused by class-token cross-attention. ``(batch, image_size, image_size,
-    channels) -> (batch, num_classes)``.
+    transformer fused by class-token cross-attention. Feature maps: after each block, the
+    small branch's patch grid, then the large branch's.
 
     The image is embedded into small patches (``sm_patch_size``, width ``sm_dim``) and large
     ones (``lg_patch_size``, ``lg_dim``). ``depth`` :class:`MultiScaleBlock` s run each
     branch's encoder (``sm_enc_*``, ``lg_enc_*``), then ``cross_attn_depth`` rounds of
     :class:`~crossvit_flax.CrossAttention`. Each class token has its own ``LayerNorm -> Dense``
-    head and the logits are summed. ``image_size`` (square) must be divisible by both patch
-    sizes; ``dropout`` acts in the attention and feed-forward blocks, ``emb_dropout`` after
-    the position embeddings. The defaults are the reference's.
+    head and the logits are summed (``pre_logits``: both normalised class tokens, concatenated).
+    ``image_size`` (square) must be divisible by both patch sizes; ``dropout`` acts in the
+    blocks, ``emb_dropout`` after the position embeddings. The defaults are the reference's.
     """
 
     image_size: int
@@ -121,7 +124,6 @@ class CrossViT(Model):
             )
         check_config(
             min(
-                self.num_classes,
                 self.sm_dim,
                 self.lg_dim,
                 self.sm_enc_depth,
@@ -141,14 +143,34 @@ class CrossViT(Model):
             > 0,
             "CrossViT: sizes, depths and head counts must be positive",
         )
+        check_config(
+            self.num_classes >= 0, f"CrossViT: num_classes must not be negative, received {self.num_classes}"
+        )
         super().__post_init__()
 
     def input_sizes(self) -> InputSizes:
         """The one image side the position embeddings fit: ``image_size``."""
         return InputSizes(self.image_size)
 
+    @property
+    def num_features(self) -> int:
+        return self.sm_dim + self.lg_dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        """Per block ``i``: the small branch's grid (``sm_dim``, ``sm_patch_size``), the large's."""
+        return tuple(
+            FeatureInfo(dim, (patch, patch), f"multi_scale_encoder/layers_{i}/{branch}_enc")
+            for i in range(self.depth)
+            for branch, dim, patch in (
+                ("sm", self.sm_dim, self.sm_patch_size),
+                ("lg", self.lg_dim, self.lg_patch_size),
+            )
+        )
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         size = (self.image_size, self.image_size)
         check_images(img, channels=self.channels, image_size=size, name="CrossViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -203,10 +225,24 @@ class CrossViT(Model):
                 **stacks,
             ),
         )
-        sm_tokens, lg_tokens = Transformer(
+        encoder = Transformer(
             self.depth, block, final_norm=False, scan=self.scan, name="multi_scale_encoder", **dtypes
-        )((sm_tokens, lg_tokens), train=train)
+        )
+        if return_features:
+            # the cross-attention updates the class tokens only: the patch grids are the encoders'
+            _, blocks = encoder((sm_tokens, lg_tokens), train=train, return_features=True)
+            grids = [(self.image_size // p,) * 2 for p in (self.sm_patch_size, self.lg_patch_size)]
+            maps = [token_map(t, grid, 1) for tokens in blocks for t, grid in zip(tokens, grids, strict=True)]
+            return self.select_features(maps)
+        sm_tokens, lg_tokens = encoder((sm_tokens, lg_tokens), train=train)
 
-        sm_logits = ClassifierHead(self.num_classes, name="sm_mlp_head", **dtypes)(sm_tokens[:, 0])
-        lg_logits = ClassifierHead(self.num_classes, name="lg_mlp_head", **dtypes)(lg_tokens[:, 0])
-        return sm_logits + lg_logits
+        # the small branch's head first: pre_logits concatenates in the order the Dense layers are made
+        sm = ClassifierHead(self.num_classes, name="sm_mlp_head", **dtypes)(
+            sm_tokens[:, 0], pre_logits=pre_logits
+        )
+        lg = ClassifierHead(self.num_classes, name="lg_mlp_head", **dtypes)(
+            lg_tokens[:, 0], pre_logits=pre_logits
+        )
+        if pre_logits or not self.num_classes:
+            return jnp.concatenate([sm, lg], axis=-1)
+        return sm + lg

@@ -65,13 +65,26 @@ def _block(
     out.put((*path, "ff", "fc2"), sd.conv2d(f"{prefix}.1.net.3"))
 
 
+def _no_heads(sd: StateDict) -> None:
+    """A ``num_classes=0`` model has no heads: read the reference's empty ``Linear(dim, 0)``
+    ``mlp_head``; a head with classes (a distillation head included) raises."""
+    for key in ("mlp_head.weight", "mlp_head.bias", "distill_head.weight", "distill_head.bias"):
+        if key in sd and sd[key].shape[0]:
+            raise ConversionError(
+                f"{key}: a num_classes=0 model has no heads, the state_dict's has {sd[key].shape[0]} "
+                "classes: convert into a model with the state_dict's num_classes and num_distill_classes, "
+                "then drop the heads with vit_layers_flax.adapt_variables"
+            )
+
+
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: LeViT) -> dict[str, Any]:
     """``torch_levit.state_dict()`` -> the variables (``params`` and ``batch_stats``) for ``model.apply``.
 
     Stage ``i`` is the reference's ``backbone.{2i}``, its downsampling block
     ``backbone.{2i+1}.layers.0``. BatchNorm running statistics become ``batch_stats``; the
     attention buffers ``pos_indices`` are recomputed by the model, so only their shapes are
-    checked.
+    checked. A ``num_classes=0`` model has no heads: it takes a reference built with
+    ``num_classes=0`` (an empty ``mlp_head``) and no distillation head.
     """
     sd = StateDict(state_dict)
     out = _Variables()
@@ -84,9 +97,12 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: LeViT) -> dict[str, A
         if stage.dim_out is not None:
             prefix = f"backbone.{2 * i + 1}.layers.0"
             _block(sd, out, (f"stages_{i}", "downsample"), prefix, stage.fmap_size, downsample=True)
-    out.put(("mlp_head",), sd.linear("mlp_head"))
-    if model.num_distill_classes is not None:
-        out.put(("distill_head",), sd.linear("distill_head"))
+    if model.num_classes > 0:
+        out.put(("mlp_head",), sd.linear("mlp_head"))
+        if model.num_distill_classes is not None:
+            out.put(("distill_head",), sd.linear("distill_head"))
+    else:
+        _no_heads(sd)
     side = model.input_sizes().smallest
     sample = jax.ShapeDtypeStruct((1, side, side, CHANNELS), jnp.float32)
     return model_variables(sd, {"params": out.params, "batch_stats": out.batch_stats}, model, sample)

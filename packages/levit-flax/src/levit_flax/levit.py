@@ -10,7 +10,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from levit_flax.stage import Stage
-from vit_layers_flax import Conv, Dense, InputSizes, Model, check_config, check_images
+from vit_layers_flax import (
+    Conv,
+    Dense,
+    FeatureInfo,
+    ImageClassifier,
+    InputSizes,
+    check_config,
+    check_images,
+    grid_reduction,
+)
 from vit_layers_flax.typing import Array
 
 #: the convolutional stem: four 3x3 convolutions of stride 2 (no activation between them)
@@ -40,17 +49,17 @@ class StageLayout(NamedTuple):
     dim_out: int | None
 
 
-class LeViT(Model):
+class LeViT(ImageClassifier):
     """LeViT (Graham et al., 2021, arXiv:2104.01136): a convolutional stem, then stages of
     attention blocks on feature maps that shrink between stages.
 
-    ``(batch, image_size, image_size, 3) -> (batch, num_classes)``, or with
-    ``num_distill_classes`` the pair ``(logits, distill_logits)``. The stem
+    Logits, or with ``num_distill_classes`` the pair ``(logits, distill_logits)``. The stem
     (``conv_embedding_0`` .. ``_3``: 3x3 convolutions of stride 2) makes an ``image_size / 16``
     map; ``stages_{i}`` follow (:attr:`stage_layout`); the averaged map is read by the Dense
-    heads ``mlp_head`` (and ``distill_head``). ``dim``, ``depth`` and ``heads`` take an int or
-    at most ``stages`` values (padded with the last, as the reference); ``dim_key`` and
-    ``dim_value`` are the per-head widths of queries and keys, and of values.
+    heads ``mlp_head`` (and ``distill_head``; ``num_classes=0`` drops both). Feature maps:
+    each stage's map after its blocks, before its downsampling block. ``dim``, ``depth`` and
+    ``heads`` take an int or at most ``stages`` values (padded with the last, as the
+    reference); ``dim_key``/``dim_value``: per-head widths of queries and keys / values.
     """
 
     image_size: int
@@ -88,8 +97,12 @@ class LeViT(Model):
             f"received {self.image_size!r}",
         )
         check_config(
-            min(self.num_classes, self.mlp_mult, self.dim_key, self.dim_value) > 0,
-            "LeViT: num_classes, mlp_mult, dim_key and dim_value must be positive",
+            min(self.mlp_mult, self.dim_key, self.dim_value) > 0,
+            "LeViT: mlp_mult, dim_key and dim_value must be positive",
+        )
+        check_config(
+            isinstance(self.num_classes, int) and self.num_classes >= 0,
+            f"LeViT: num_classes must be a non-negative int, received {self.num_classes!r}",
         )
         check_config(
             self.num_distill_classes is None or self.num_distill_classes > 0,
@@ -113,8 +126,25 @@ class LeViT(Model):
     def input_sizes(self) -> InputSizes:
         return InputSizes(self.image_size)
 
+    @property
+    def num_features(self) -> int:
+        return self.stage_layout[-1].dim
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        """Each stage's map after its blocks (``fmap_size`` square), before its downsampling block."""
+        return tuple(
+            FeatureInfo(
+                stage.dim,
+                grid_reduction(self.image_size, (stage.fmap_size, stage.fmap_size)),
+                f"stages_{i}/layers_{stage.depth - 1}",
+            )
+            for i, stage in enumerate(self.stage_layout)
+        )
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Any:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Any:
         size = (self.image_size, self.image_size)
         check_images(img, channels=CHANNELS, image_size=size, name="LeViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -124,6 +154,7 @@ class LeViT(Model):
         for i, width in enumerate((*STEM_WIDTHS, layout[0].dim)):
             x = Conv(width, 3, strides=2, padding=1, name=f"conv_embedding_{i}", **dtypes)(x)
 
+        features = []
         for i, stage in enumerate(layout):
             x = Stage(
                 **stage._asdict(),
@@ -135,10 +166,15 @@ class LeViT(Model):
                 scan=self.scan,
                 name=f"stages_{i}",
                 **dtypes,
-            )(x, train=train)
+            )(x, train=train, return_features=return_features)
+            if return_features:
+                x, fmap = x
+                features.append(fmap)
+        if return_features:
+            return self.select_features(features)
 
         x = jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d(1)
-        out = Dense(self.num_classes, name="mlp_head", **dtypes)(x)
-        if self.num_distill_classes is None:
-            return out
+        out = self.classify(x, pre_logits=pre_logits, name="mlp_head")
+        if pre_logits or not self.num_classes or self.num_distill_classes is None:
+            return out  # the pooled features both heads read, or the logits
         return out, Dense(self.num_distill_classes, name="distill_head", **dtypes)(x)

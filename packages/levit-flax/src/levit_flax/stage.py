@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 
 from levit_flax.attention import ConvNormAttention
@@ -54,7 +56,8 @@ class Stage(Model):
 
     The downsampling block is the reference's shrinking ``Transformer`` between two stages:
     one block with ``2 * heads`` heads and strided queries, whose ``mlp_mult`` is 2 and
-    dropout 0 whatever the model's.
+    dropout 0 whatever the model's. With ``return_features`` the stage returns ``(x, map)``,
+    ``map`` the blocks' output before the downsampling block (the stage's feature map).
     """
 
     dim: int
@@ -68,7 +71,7 @@ class Stage(Model):
     dim_out: int | None = None
 
     @nn.compact
-    def __call__(self, x: Array, *, train: bool = False) -> Array:
+    def __call__(self, x: Array, *, train: bool = False, return_features: bool = False) -> Any:
         shared = dict(
             fmap_size=self.fmap_size,
             dim_key=self.dim_key,
@@ -84,9 +87,11 @@ class Stage(Model):
 
         x = apply_blocks(stage_block, self.depth, x, train=train, scan=self.scan, remat=self.remat)
         if self.dim_out is None:
-            return x
+            return (x, x) if return_features else x
+        fmap = x
 
         def downsample(_: str) -> Block:  # one block, named for what it does
             return Block(self.dim_out, heads=2 * self.heads, downsample=True, name="downsample", **shared)
 
-        return apply_blocks(downsample, 1, x, train=train, remat=self.remat)
+        x = apply_blocks(downsample, 1, x, train=train, remat=self.remat)
+        return (x, fmap) if return_features else x

@@ -38,7 +38,8 @@ def _hierarchy(sd: StateDict, prefix: str, depth: int, aggregate: bool) -> dict[
 def from_vit_pytorch(state_dict: Mapping[str, Any], model: NesT) -> dict[str, Any]:
     """``torch_nest.state_dict()`` -> the variables for ``model.apply``: level ``i`` (the
     reference's ``layers.{i}``) is ``stages_{i}``, the head's ``mlp_head.0`` / ``mlp_head.2`` are
-    ``norm`` / ``head``; 1x1 convolutions become Dense kernels."""
+    ``norm`` / ``head``; 1x1 convolutions become Dense kernels. A ``num_classes=0`` model has
+    no ``head``: it takes a reference built with ``num_classes=0`` (an empty ``Linear``)."""
     sd = StateDict(state_dict)
     params: dict[str, Any] = {
         "to_patch_embedding": {
@@ -47,8 +48,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: NesT) -> dict[str, An
             "norm": sd.chan_layer_norm("to_patch_embedding.3"),
         },
         "norm": sd.chan_layer_norm("mlp_head.0"),
-        "head": sd.linear("mlp_head.2"),
     }
+    if (head := sd.classifier("mlp_head.2", model.num_classes)) is not None:
+        params["head"] = head
     repeats = cast_tuple(model.block_repeats, model.num_hierarchies)
     for i, depth in enumerate(repeats):
         params[f"stages_{i}"] = _hierarchy(sd, f"layers.{i}", depth, aggregate=i < model.num_hierarchies - 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 from einops import rearrange
@@ -11,7 +12,8 @@ from einops import rearrange
 from nest_flax.aggregate import Aggregate
 from vit_layers_flax import (
     Attention,
-    Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
     LayerNorm,
     Model,
@@ -37,6 +39,7 @@ class Hierarchy(Model):
     and the ``transformer``: ``depth`` shared :class:`~vit_layers_flax.TransformerBlock` s with
     heads ``dim // heads`` wide, ``to_out`` even for one head, no final norm. ``aggregate``
     (:class:`Aggregate`) halves the merged map, so that neighbouring blocks communicate.
+    ``return_features``: ``(x, map)``, ``map`` the merged blocks before aggregation.
     """
 
     dim: int
@@ -50,7 +53,7 @@ class Hierarchy(Model):
     attention_implementation: str | None = None
 
     @nn.compact
-    def __call__(self, x: Array, *, train: bool = False) -> Array:
+    def __call__(self, x: Array, *, train: bool = False, return_features: bool = False) -> Any:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         size = x.shape[1:3]
         window = (size[0] // self.grid_size, size[1] // self.grid_size)
@@ -81,13 +84,14 @@ class Hierarchy(Model):
         )
         x = merge_windows(transformer(tokens, train=train), window, size)
         if self.dim_out is None:
-            return x
-        return Aggregate(self.dim_out, name="aggregate", **dtypes)(x)
+            return (x, x) if return_features else x
+        out = Aggregate(self.dim_out, name="aggregate", **dtypes)(x)
+        return (out, x) if return_features else out
 
 
-class NesT(Model):
+class NesT(ImageClassifier):
     """NesT (Zhang et al., AAAI 2022, arXiv:2105.12723): local transformers on image blocks,
-    aggregated level by level. ``(batch, height, width, channels) -> (batch, num_classes)``.
+    aggregated level by level. Feature maps: each level's map, before its aggregation.
 
     Patches of ``patch_size`` are embedded to ``dim``; level ``i`` (``stages_{i}``, a
     :class:`Hierarchy`) runs ``block_repeats[i]`` blocks of width ``dim * 2 ** i`` with
@@ -135,10 +139,11 @@ class NesT(Model):
             f"{self.image_size!r} and {self.patch_size!r}",
         )
         check_config(
-            min(self.image_size, self.patch_size, self.num_classes, self.dim, self.heads, self.mlp_mult) > 0
+            min(self.image_size, self.patch_size, self.dim, self.heads, self.mlp_mult) > 0
             and self.channels > 0,
             "NesT: sizes must be positive",
         )
+        check_config(self.num_classes >= 0, f"NesT: num_classes must be >= 0, received {self.num_classes}")
         check_config(
             self.image_size % self.patch_size == 0,
             f"NesT: image_size {self.image_size} must be divisible by patch_size {self.patch_size}",
@@ -160,8 +165,22 @@ class NesT(Model):
         check_config(min(repeats) >= 0, f"NesT: block_repeats must be >= 0, received {self.block_repeats!r}")
         super().__post_init__()
 
+    @property
+    def num_features(self) -> int:
+        return self.dim * 2 ** (self.num_hierarchies - 1)
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        """Level ``i``'s map after its transformer, before its aggregation: ``dim * 2 ** i``
+        channels, reduction ``patch_size * 2 ** i``."""
+        return tuple(
+            FeatureInfo(self.dim * 2**i, (self.patch_size * 2**i,) * 2, f"stages_{i}/transformer")
+            for i in range(self.num_hierarchies)
+        )
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False) -> Array:
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         side = self.input_sizes().step
         _, height, width, _ = check_images(img, channels=self.channels, multiple_of=(side, side), name="NesT")
         if (height // side) * (width // side) > self.seq_len:
@@ -172,7 +191,7 @@ class NesT(Model):
         x = PatchEmbedding(self.dim, (self.patch_size,) * 2, name="to_patch_embedding", **dtypes)(img)
         x = rearrange(x, "b (h w) d -> b h w d", h=height // self.patch_size)
 
-        repeats = cast_tuple(self.block_repeats, self.num_hierarchies)
+        repeats, features = cast_tuple(self.block_repeats, self.num_hierarchies), []
         for i, depth in enumerate(repeats):
             is_last = i == self.num_hierarchies - 1
             x = Hierarchy(
@@ -189,7 +208,12 @@ class NesT(Model):
                 attention_implementation=self.attention_implementation,
                 name=f"stages_{i}",
                 **dtypes,
-            )(x, train=train)
+            )(x, train=train, return_features=return_features)
+            if return_features:
+                x, fmap = x
+                features.append(fmap)
+        if return_features:
+            return self.select_features(features)
         # the reference's mlp_head: LayerNorm on every position, the spatial mean, Linear
         x = LayerNorm(name="norm", **dtypes)(x).mean(axis=(1, 2))
-        return Dense(self.num_classes, name="head", **dtypes)(x)
+        return self.classify(x, pre_logits=pre_logits, name="head")

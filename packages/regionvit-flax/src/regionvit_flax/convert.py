@@ -34,7 +34,8 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: RegionViT) -> dict[st
 
     Stage ``i`` (``stages_{i}``) is the reference's ``layers.{i}`` (``0.conv`` downsampling,
     ``1.proj`` PEG, ``2`` transformer); the regional encoder's 1x1 convolution becomes a Dense
-    kernel.
+    kernel. A ``num_classes=0`` model has no ``to_logits/fc``: it takes a reference built with
+    ``num_classes=0`` (an empty ``Linear``).
     """
     sd = StateDict(state_dict)
     if model.tokenize_local_3_conv:
@@ -59,7 +60,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: RegionViT) -> dict[st
                 stage["peg"] = {"proj": sd.conv2d(f"layers.{i}.1.proj")}
         params[f"stages_{i}"] = stage
     # to_logits = Sequential(Reduce, LayerNorm, Linear)
-    params["to_logits"] = {"norm": sd.layer_norm("to_logits.1"), "fc": sd.linear("to_logits.2")}
+    params["to_logits"] = {"norm": sd.layer_norm("to_logits.1")}
+    if (head := sd.classifier("to_logits.2", model.num_classes)) is not None:
+        params["to_logits"]["fc"] = head
     side = model.input_sizes().smallest
     sample = jax.ShapeDtypeStruct((1, side, side, model.channels), jnp.float32)
     return model_variables(sd, {"params": params}, model, sample)

@@ -13,6 +13,8 @@ from vit_layers_flax import (
     ClassifierHead,
     Conv,
     Dense,
+    FeatureInfo,
+    ImageClassifier,
     InputSizes,
     Model,
     cast_tuple,
@@ -76,18 +78,17 @@ class Stage(Model):
         )(local_tokens, region_tokens, train=train)
 
 
-class RegionViT(Model):
+class RegionViT(ImageClassifier):
     """RegionViT (Chen, Panda and Fan, ICLR 2022, arXiv:2106.02689): a four-stage pyramid of
     regional and local tokens with regional-to-local attention.
 
-    ``(batch, height, width, channels) -> (batch, num_classes)``, or with ``return_features``
-    the four stages' local tokens, NHWC. Local tokens come from ``local_encoder`` (8x8 conv,
-    stride 4; or :class:`~regionvit_flax.LocalTokenizer3Conv`), regional ones from
-    :attr:`region_patch_size` patches (``region_encoder``). ``stages_{i}`` (:class:`Stage`) have
-    width ``dim[i]``, ``depth[i]`` layers and 4 heads of 32 (fixed, as in the reference); the
-    head ``to_logits`` classifies the mean regional token. ``local_patch_size`` sets only the
-    regional patches (the local tokenizers have stride 4, as in the reference);
-    ``attn_dropout`` acts on attention weights and outputs, ``ff_dropout`` in the feed-forward.
+    Local tokens come from ``local_encoder`` (8x8 conv, stride 4; or
+    :class:`~regionvit_flax.LocalTokenizer3Conv`), regional ones from :attr:`region_patch_size`
+    patches (``region_encoder``). ``stages_{i}`` (:class:`Stage`) have width ``dim[i]``,
+    ``depth[i]`` layers and 4 heads of 32 (fixed, as in the reference); the head ``to_logits``
+    classifies the mean regional token. Feature maps: each stage's local tokens.
+    ``local_patch_size`` sets only the regional patches (the local tokenizers have stride 4,
+    as the reference's); dropout: ``attn_dropout`` in attention, ``ff_dropout`` in feed-forward.
     """
 
     dim: int | Sequence[int] = (64, 128, 256, 512)
@@ -126,9 +127,12 @@ class RegionViT(Model):
             )
         check_config(min(self.dims) > 0, f"RegionViT: dim must be positive, received {self.dim!r}")
         check_config(min(self.depths) >= 0, f"RegionViT: depth must be non-negative, received {self.depth!r}")
-        for name in ("window_size", "num_classes", "local_patch_size", "channels"):
+        for name in ("window_size", "local_patch_size", "channels"):
             value = getattr(self, name)
             check_config(value > 0, f"RegionViT: {name} must be positive, received {value}")
+        check_config(
+            self.num_classes >= 0, f"RegionViT: num_classes must be >= 0, received {self.num_classes}"
+        )
         for name in ("attn_dropout", "ff_dropout"):
             value = getattr(self, name)
             check_config(0.0 <= value < 1.0, f"RegionViT: {name} must be in [0, 1), received {value}")
@@ -185,8 +189,19 @@ class RegionViT(Model):
                     f"local_patch_size {self.local_patch_size} is)"
                 )
 
+    @property
+    def num_features(self) -> int:
+        return self.dims[-1]
+
+    def feature_maps(self) -> tuple[FeatureInfo, ...]:
+        """Stage ``i``'s local tokens: ``dim[i]`` channels, reduction ``4 * 2 ** i`` (each
+        downsampling rounds up, so a map can be one token larger)."""
+        return tuple(FeatureInfo(d, (4 * 2**i,) * 2, f"stages_{i}") for i, d in enumerate(self.dims))
+
     @nn.compact
-    def __call__(self, img: Array, *, train: bool = False, return_features: bool = False):
+    def __call__(
+        self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
+    ) -> Array | tuple[Array, ...]:
         patch = self.region_patch_size
         check_images(img, channels=self.channels, multiple_of=(patch, patch), name="RegionViT")
         self._check_stage_sizes(img)
@@ -218,6 +233,7 @@ class RegionViT(Model):
             )(local_tokens, region_tokens, train=train)
             features.append(local_tokens)
         if return_features:
-            return tuple(features)
+            return self.select_features(features)
         # Reduce('b c h w -> b c', 'mean'), LayerNorm, Linear
-        return ClassifierHead(self.num_classes, name="to_logits", **dtypes)(region_tokens.mean(axis=(1, 2)))
+        head = ClassifierHead(self.num_classes, name="to_logits", **dtypes)
+        return head(region_tokens.mean(axis=(1, 2)), pre_logits=pre_logits)
