@@ -13,16 +13,20 @@ Sessions (``nox -l`` lists them all; plain ``nox`` runs the CPU check that CI ru
 * ``tests(<dist>-<backend>)``    a distribution's JAX tests on ``cpu``, ``cuda`` or ``tpu``;
                                  ``JAX_PLATFORMS`` is set, so a missing accelerator fails
                                  (accelerators only when named or by tag: ``-t cuda``)
-* ``parity(<dist>)``             a distribution's tests against vit-pytorch (torch, CPU)
+* ``parity(<dist>)``             a distribution's tests against its references (vit-pytorch, timm;
+                                 torch, CPU)
+* ``pretrained_parity``          every pretrained preset against timm at its full size (the CI
+                                 suite runs the tiny and small ones)
 * ``min_versions(<dist>)``       the JAX tests against the oldest declared jax/flax
 * ``demo``                       the main job: examples/train.py trains the default architecture
 * ``examples``                   the training program's tests
 * ``bench(<backend>)``           every architecture against vit-pytorch (``benchmarks/``)
 
-The torch used by ``suite`` and ``parity`` is ``torch==2.13.0``; where pip is configured with a
-``find-links`` folder (a CPU build of torch), uv is pointed at it too, because uv does not
-read pip's configuration. Set ``UV_FIND_LINKS`` or ``UV_INDEX`` yourself to choose another
-source (e.g. ``UV_INDEX=https://download.pytorch.org/whl/cpu``).
+The references run on ``torch==2.14.1`` with ``torchvision==0.29.1`` (timm imports it) and
+``timm==1.0.29``. uv does not read pip's configuration, so where pip is configured with
+``find-links`` folders or local (``file://``) indexes, uv is pointed at the folders holding
+their files (a machine's copies of the large torch wheels). Set ``UV_FIND_LINKS`` or
+``UV_INDEX`` yourself to choose another source.
 """
 
 from __future__ import annotations
@@ -48,8 +52,12 @@ nox.options.error_on_missing_interpreters = True
 #: plain ``nox`` runs what CI runs, all of it on the CPU; accelerator sessions only when named
 nox.options.tags = ["ci"]
 
-TORCH = "torch==2.13.0"
+TORCH = "torch==2.14.1"
+#: timm's requirement (its layers import torchvision), at the release built for TORCH
+TORCHVISION = "torchvision==0.29.1"
 REFERENCE = "vit-pytorch==1.26.11"
+#: the reference of the pretrained presets (their architectures and weight layouts)
+TIMM = "timm==1.0.29"
 #: the oldest versions the distributions declare (keep in step with their pyproject.toml)
 MIN_VERSIONS = [
     "jax==0.4.36",
@@ -110,7 +118,9 @@ MODELS = [d for d in DISTS if d != SHARED]
 
 
 def _pip_find_links() -> dict[str, str]:
-    """``UV_FIND_LINKS`` from pip's configuration, unless uv is already configured."""
+    """``UV_FIND_LINKS`` from pip's configuration, unless uv is already configured: pip's
+    ``find-links`` folders, and the folders holding the files of its local (``file://``)
+    indexes."""
     if os.environ.get("UV_FIND_LINKS") or os.environ.get("UV_INDEX"):
         return {}
     try:
@@ -119,8 +129,16 @@ def _pip_find_links() -> dict[str, str]:
         ).stdout
     except OSError:
         return {}
-    match = re.search(r"find-links='([^']+)'", out)
-    return {"UV_FIND_LINKS": match.group(1)} if match else {}
+    links = set()
+    for key, value in re.findall(r"(find-links|index-url)='([^']+)'", out):
+        for entry in value.split():
+            if key == "find-links":
+                links.add(entry)
+            elif entry.startswith("file://") and (index := Path(entry.removeprefix("file://"))).is_dir():
+                for page in index.glob("*/index.html"):
+                    hrefs = re.findall(r'href="([^"#]+)', page.read_text(encoding="utf-8"))
+                    links.update(str((page.parent / h).resolve().parent) for h in hrefs)
+    return {"UV_FIND_LINKS": ",".join(sorted(links))} if links else {}
 
 
 def _install_dist(session: nox.Session, dist: str, *extra: str, **kwargs) -> None:
@@ -157,9 +175,9 @@ def tests(session: nox.Session, dist: str, backend: str) -> None:
 @nox.session
 @nox.parametrize("dist", [nox.param(d, id=d) for d in DISTS])
 def parity(session: nox.Session, dist: str) -> None:
-    """The tests against vit-pytorch (float32, CPU)."""
+    """The tests against the references, vit-pytorch and timm (float32, CPU)."""
     env = _pip_find_links()
-    _install_dist(session, dist, TORCH, "einops", env=env)
+    _install_dist(session, dist, TORCH, TORCHVISION, TIMM, "einops", env=env)
     _install_reference(session, env)
     _pytest(session, _tests_dir(dist), "-m", "parity")
 
@@ -178,6 +196,8 @@ def suite(session: nox.Session) -> None:
         "pytest>=8",
         "pytest-xdist>=3",
         TORCH,
+        TORCHVISION,
+        TIMM,
         "einops",
         env=env,
     )
@@ -190,9 +210,29 @@ def suite(session: nox.Session) -> None:
     _pytest(session, *tests, "--durations=25")
 
 
+@nox.session
+def pretrained_parity(session: nox.Session) -> None:
+    """Every pretrained preset of every distribution against timm, at its full size and input
+    size (the suite runs the tiny and small ones); minutes per large preset on a CPU."""
+    env = _pip_find_links()
+    session.install(
+        f"{ROOT / 'shared'}[safetensors,testing]",
+        *(str(DISTS[d]) for d in MODELS),
+        "pytest>=8",
+        "pytest-xdist>=3",
+        TORCH,
+        TORCHVISION,
+        TIMM,
+        env=env,
+    )
+    tests = sorted(str(p) for d in DISTS for p in (DISTS[d] / "tests").glob("test_pretrained*.py"))
+    session.env["VIT_FLAX_ALL_PRESETS"] = "1"
+    _pytest(session, *tests, "-m", "parity", "--durations=30")
+
+
 def _install_reference(session: nox.Session, env: dict[str, str]) -> None:
-    # vit-pytorch's own requirements pull torchvision, which the model files do not need
-    # (and whose wheels bring a CUDA torch): install it alone.
+    # vit-pytorch's own requirements are installed besides it (torch, torchvision, einops):
+    # install it alone, so that they stay the pinned ones.
     session.install("--no-deps", REFERENCE, env=env)
 
 

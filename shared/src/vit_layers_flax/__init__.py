@@ -3,7 +3,8 @@
 Patch and token embeddings, pre-norm attention and feed-forward blocks, the one block-stacking
 primitive (:func:`apply_blocks`) and the transformer built on it, torch-compatible norms,
 convolutions with CPU-tuned lowerings, input validation, the vit-pytorch weight-conversion
-helpers, the interface every model has (:class:`ImageClassifier`) and its NNX bridge (:func:`to_nnx`). The conventions every model follows are written once, in this package's README.
+helpers, the interface every model has (:class:`ImageClassifier`), its NNX bridge
+(:func:`to_nnx`), and the registry of presets and pretrained weights (:func:`create_model`). The conventions every model follows are written once, in this package's README.
 The contract test suite every model package runs lives in :mod:`vit_layers_flax.testing`.
 """
 
@@ -22,12 +23,14 @@ from vit_layers_flax.checkpoint import load_torch_state_dict
 from vit_layers_flax.conversion import (
     ConversionError,
     StateDict,
+    adapt_input_channels,
     attention_params,
     classifier_head_params,
     conv_feed_forward_params,
     feed_forward_params,
     model_variables,
     patch_embedding_params,
+    resample_position_embedding,
     stack_layers,
     transformer_params,
 )
@@ -49,6 +52,16 @@ from vit_layers_flax.module import Layer, Model
 from vit_layers_flax.nnx import LinenModel, to_nnx
 from vit_layers_flax.patch_embedding import PatchEmbedding, patchify
 from vit_layers_flax.position_embedding import TokenEmbedding, pool_tokens, posemb_sincos_2d
+from vit_layers_flax.registry import (
+    ENTRY_POINT_GROUP,
+    Preset,
+    PretrainedConfig,
+    create_model,
+    download_weights,
+    get_preset,
+    list_models,
+    pretrained_config,
+)
 from vit_layers_flax.transformer import Transformer, TransformerBlock, apply_blocks
 from vit_layers_flax.unfold import unfold
 from vit_layers_flax.validation import (
@@ -65,6 +78,7 @@ from vit_layers_flax.windows import merge_windows, partition_windows
 __version__ = version("vit-layers-flax")
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "PEG",
     "Attention",
     "BatchNorm",
@@ -83,10 +97,13 @@ __all__ = [
     "LinenModel",
     "Model",
     "PatchEmbedding",
+    "Preset",
+    "PretrainedConfig",
     "StateDict",
     "TokenEmbedding",
     "Transformer",
     "TransformerBlock",
+    "adapt_input_channels",
     "adapt_variables",
     "apply_attention",
     "apply_blocks",
@@ -101,10 +118,14 @@ __all__ = [
     "classifier_paths",
     "conv_feed_forward_params",
     "conv_output_size",
+    "create_model",
+    "download_weights",
     "feed_forward_params",
     "gelu",
+    "get_preset",
     "grid_reduction",
     "layer_norm",
+    "list_models",
     "load_torch_state_dict",
     "merge_windows",
     "model_variables",
@@ -114,6 +135,8 @@ __all__ = [
     "patchify",
     "pool_tokens",
     "posemb_sincos_2d",
+    "pretrained_config",
+    "resample_position_embedding",
     "split_qkv",
     "stack_layers",
     "to_nnx",

@@ -76,9 +76,10 @@ class Attention(Layer):
 
     ``(batch, tokens, dim) -> (batch, tokens, dim)``.
 
-    Parameters mirror the reference: ``norm``, ``to_qkv`` (no bias) and ``to_out``.
-    ``to_out`` is absent when ``heads == 1 and dim_head == dim`` unless
-    ``project_out`` says otherwise. The attention itself is :class:`DotProductAttention`
+    Parameters mirror the reference: ``norm``, ``to_qkv`` (no bias, unless ``qkv_bias``: the
+    original ViT's) and ``to_out``. ``to_out`` is absent when ``heads == 1 and dim_head == dim``
+    unless ``project_out`` says otherwise. ``norm_epsilon`` is the LayerNorm's (1e-6 in the
+    original ViT). The attention itself is :class:`DotProductAttention`
     (:func:`jax.nn.dot_product_attention` with ``implementation``, or the explicit weights
     when training with attention dropout).
     """
@@ -90,6 +91,8 @@ class Attention(Layer):
     project_out: bool | None = None
     out_bias: bool = True
     implementation: str | None = None
+    qkv_bias: bool = False
+    norm_epsilon: float = 1e-5
 
     @property
     def projects_out(self) -> bool:
@@ -102,8 +105,8 @@ class Attention(Layer):
         """``bias`` (optional, broadcastable to ``(batch, heads, tokens, tokens)``) is added
         to the scaled logits, e.g. a relative position bias."""
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = LayerNorm(name="norm", **dense)(x)
-        qkv = Dense(3 * self.heads * self.dim_head, use_bias=False, name="to_qkv", **dense)(x)
+        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **dense)(x)
+        qkv = Dense(3 * self.heads * self.dim_head, use_bias=self.qkv_bias, name="to_qkv", **dense)(x)
         q, k, v = split_qkv(qkv, self.heads)
         out = DotProductAttention(self.dropout, self.implementation, name="attend")(
             q, k, v, bias, train=train

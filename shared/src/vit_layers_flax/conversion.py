@@ -9,6 +9,7 @@ Torch is never imported: tensors are turned into numpy through their own methods
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -298,3 +299,58 @@ def model_variables(
         raise ConversionError(f"state_dict does not match {type(model).__name__}: " + "; ".join(problems))
     arrays = {k: jnp.asarray(v, dtype=want[k].dtype) for k, v in got.items()}
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in arrays.items()})
+
+
+def resample_position_embedding(
+    pos_embedding: Any,
+    grid: tuple[int, int],
+    *,
+    prefix_tokens: int = 0,
+    old_grid: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """A learned position embedding ``(prefix_tokens + h * w, dim)`` resampled to ``grid``:
+    the prefix (class, distillation) rows kept, the grid rows resized with antialiased
+    bicubic interpolation, exactly as timm's ``resample_abs_pos_embed`` (``jax.image.resize``'s
+    antialiased cubic is torch's). ``old_grid`` defaults to the square the rows make."""
+    pos = np.asarray(pos_embedding)
+    prefix, rows = pos[:prefix_tokens], pos[prefix_tokens:]
+    if old_grid is None:
+        side = math.isqrt(len(rows))
+        if side * side != len(rows):
+            raise ConversionError(
+                f"position embedding: {len(rows)} grid rows after {prefix_tokens} prefix tokens are "
+                "not a square grid; expected old_grid=(height, width)"
+            )
+        old_grid = (side, side)
+    if tuple(old_grid) == tuple(grid):
+        return pos
+    if len(rows) != old_grid[0] * old_grid[1]:
+        raise ConversionError(
+            f"position embedding: expected {old_grid[0]} * {old_grid[1]} grid rows, received {len(rows)}"
+        )
+    dim = pos.shape[-1]
+    resized = jax.image.resize(
+        jnp.asarray(rows.reshape(*old_grid, dim), jnp.float32), (*grid, dim), method="cubic", antialias=True
+    )
+    resized = np.asarray(jax.device_get(resized)).reshape(-1, dim).astype(pos.dtype)
+    return np.concatenate([prefix, resized])
+
+
+def adapt_input_channels(weight: Any, channels: int) -> np.ndarray:
+    """A first convolution's torch weight ``(out, 3, kh, kw)`` fitted to ``channels`` inputs,
+    as timm's ``adapt_input_conv``: one channel gets the sum over the three, more get them
+    repeated in order and scaled by ``3 / channels``."""
+    weight = np.asarray(weight)
+    out, inputs, kh, kw = weight.shape
+    if channels in (inputs, 3):
+        return weight
+    if channels == 1 and inputs <= 3:
+        return weight.sum(axis=1, keepdims=True)
+    if channels == 1 and inputs % 3 == 0:
+        return weight.reshape(out, inputs // 3, 3, kh, kw).sum(axis=2)
+    if inputs != 3:
+        raise ConversionError(
+            f"input convolution: expected 3 input channels to adapt to {channels}, received {inputs}"
+        )
+    repeat = math.ceil(channels / 3)
+    return (np.tile(weight, (1, repeat, 1, 1))[:, :channels] * (3 / channels)).astype(weight.dtype)

@@ -22,16 +22,21 @@ class PatchEmbedding(Layer):
     """``patchify -> LayerNorm(patch_dim) -> Dense(dim) -> LayerNorm(dim)``.
 
     ``(batch, H, W, C) -> (batch, num_patches, dim)``; parameters ``patch_norm``, ``proj``
-    and ``norm`` (the reference's ``to_patch_embedding.1``, ``.2``, ``.3``).
+    and ``norm`` (the reference's ``to_patch_embedding.1``, ``.2``, ``.3``). ``norms=False``
+    leaves out both LayerNorms: the original ViT's patch projection (a convolution with
+    kernel and stride ``patch_size`` is this Dense on the ``(p1 p2 c)`` patches).
     """
 
     dim: int
     patch_size: tuple[int, int]
+    norms: bool = True
 
     @nn.compact
     def __call__(self, images: Array) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = patchify(images, self.patch_size)
+        if not self.norms:
+            return Dense(self.dim, name="proj", **dtypes)(x)
         x = LayerNorm(name="patch_norm", **dtypes)(x)
         x = Dense(self.dim, name="proj", **dtypes)(x)
         return LayerNorm(name="norm", **dtypes)(x)

@@ -84,7 +84,8 @@ class TransformerBlock(Layer):
 
     ``attention`` builds the attention as ``attention(dim, heads=, dim_head=, dropout=,
     dtype=, param_dtype=, name='attn')`` (a class, or a ``functools.partial`` of one), so
-    re-attention, talking heads or LSA reuse this block.
+    re-attention, talking heads or LSA reuse this block; ``feed_forward`` builds the MLP as
+    ``feed_forward(dim, mlp_dim, dropout=, dtype=, param_dtype=, name='ff')`` the same way.
     """
 
     dim: int
@@ -93,6 +94,7 @@ class TransformerBlock(Layer):
     mlp_dim: int
     dropout: float = 0.0
     attention: Callable[..., nn.Module] = Attention
+    feed_forward: Callable[..., nn.Module] = FeedForward
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
@@ -101,7 +103,7 @@ class TransformerBlock(Layer):
             self.dim, heads=self.heads, dim_head=self.dim_head, dropout=self.dropout, name="attn", **dtypes
         )
         x = x + attn(x, train=train)
-        ff = FeedForward(self.dim, self.mlp_dim, dropout=self.dropout, name="ff", **dtypes)
+        ff = self.feed_forward(self.dim, self.mlp_dim, dropout=self.dropout, name="ff", **dtypes)
         return x + ff(x, train=train)
 
 
@@ -110,12 +112,14 @@ class Transformer(Model):
 
     ``block`` builds one block from a ``name`` (a :class:`TransformerBlock` partial, or an
     architecture's own block called as ``block(x, train=)``). ``return_features=True`` also
-    returns every block's output (before the final norm): ``(x, outputs)``.
+    returns every block's output (before the final norm): ``(x, outputs)``. ``norm_epsilon``
+    is the final norm's.
     """
 
     depth: int
     block: Callable[..., nn.Module]
     final_norm: bool = True
+    norm_epsilon: float = 1e-5
 
     @nn.compact
     def __call__(self, x: Any, *, train: bool = False, return_features: bool = False) -> Any:
@@ -125,5 +129,7 @@ class Transformer(Model):
         )
         x, outputs = out if return_features else (out, None)
         if self.final_norm:
-            x = LayerNorm(name="norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
+            x = LayerNorm(
+                epsilon=self.norm_epsilon, name="norm", dtype=self.dtype, param_dtype=self.param_dtype
+            )(x)
         return (x, outputs) if return_features else x

@@ -9,6 +9,7 @@ import flax.linen as nn
 from vit_layers_flax import (
     Attention,
     FeatureInfo,
+    FeedForward,
     ImageClassifier,
     InputSizes,
     PatchEmbedding,
@@ -33,6 +34,12 @@ class ViT(ImageClassifier):
     ``image_size`` and ``patch_size`` take an int or a ``(height, width)`` pair; ``pool`` is
     ``'cls'`` (a class token) or ``'mean'`` (the mean of the patch tokens, no class token);
     ``dropout`` acts in the blocks, ``emb_dropout`` after the position embedding.
+
+    The defaults are vit-pytorch's architecture. The original ViT's (timm's, big_vision's, and
+    DeiT's; the pretrained presets) is ``patch_norms=False`` (no LayerNorm before and after the
+    patch projection), ``qkv_bias=True`` and ``norm_epsilon=1e-6``. ``distilled=True`` is
+    DeiT's distillation token: a second prefix token read by a second head ``head_dist``; the
+    logits are the mean of both heads', the pooled features the mean of both tokens.
     """
 
     image_size: int | tuple[int, int]
@@ -48,6 +55,10 @@ class ViT(ImageClassifier):
     dropout: float = 0.0
     emb_dropout: float = 0.0
     attention_implementation: str | None = None
+    patch_norms: bool = True
+    qkv_bias: bool = False
+    norm_epsilon: float = 1e-5
+    distilled: bool = False
 
     def __post_init__(self):
         (ih, iw), (ph, pw) = pair(self.image_size), pair(self.patch_size)
@@ -57,6 +68,10 @@ class ViT(ImageClassifier):
         )
         check_config(
             self.pool in ("cls", "mean"), f"ViT: pool must be 'cls' or 'mean', received {self.pool!r}"
+        )
+        check_config(
+            not self.distilled or self.pool == "cls",
+            "ViT: distilled needs pool='cls' (the distillation token follows the class token)",
         )
         check_config(
             min(self.dim, self.depth, self.heads, self.dim_head, self.mlp_dim) > 0,
@@ -81,13 +96,18 @@ class ViT(ImageClassifier):
     ) -> Array | tuple[Array, ...]:
         check_images(img, channels=self.channels, image_size=pair(self.image_size), name="ViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = PatchEmbedding(self.dim, pair(self.patch_size), name="to_patch_embedding", **dtypes)(img)
-        class_tokens = 1 if self.pool == "cls" else 0
+        x = PatchEmbedding(
+            self.dim, pair(self.patch_size), norms=self.patch_norms, name="to_patch_embedding", **dtypes
+        )(img)
+        class_tokens = (1 + self.distilled) if self.pool == "cls" else 0
         embedding = TokenEmbedding(
             class_tokens, self.emb_dropout, param_dtype=self.param_dtype, name="embedding"
         )
         x = embedding(x, train=train)
-        attention = functools.partial(Attention, implementation=self.attention_implementation)
+        eps = self.norm_epsilon
+        attention = functools.partial(
+            Attention, implementation=self.attention_implementation, qkv_bias=self.qkv_bias, norm_epsilon=eps
+        )
         block = functools.partial(
             TransformerBlock,
             self.dim,
@@ -96,14 +116,29 @@ class ViT(ImageClassifier):
             self.mlp_dim,
             dropout=self.dropout,
             attention=attention,
+            feed_forward=functools.partial(FeedForward, norm_epsilon=eps),
             **dtypes,
         )
         transformer = Transformer(
-            self.depth, block, remat=self.remat, scan=self.scan, name="transformer", **dtypes
+            self.depth,
+            block,
+            norm_epsilon=eps,
+            remat=self.remat,
+            scan=self.scan,
+            name="transformer",
+            **dtypes,
         )
         if return_features:
             grid = tuple(i // p for i, p in zip(pair(self.image_size), pair(self.patch_size), strict=True))
             _, blocks = transformer(x, train=train, return_features=True)
             return self.select_features([token_map(b, grid, class_tokens) for b in blocks])
         x = transformer(x, train=train)
-        return self.classify(pool_tokens(x, self.pool), pre_logits=pre_logits)
+        if not self.distilled:
+            return self.classify(pool_tokens(x, self.pool), pre_logits=pre_logits)
+        if pre_logits or not self.num_classes:
+            return (x[:, 0] + x[:, 1]) / 2
+        head, head_dist = (
+            self.classify(x[:, 0], pre_logits=False),
+            self.classify(x[:, 1], pre_logits=False, name="head_dist"),
+        )
+        return (head + head_dist) / 2
