@@ -225,7 +225,7 @@ def pretrained_parity(session: nox.Session) -> None:
         TIMM,
         env=env,
     )
-    tests = sorted(str(p) for d in DISTS for p in (DISTS[d] / "tests").glob("test_pretrained*.py"))
+    tests = sorted(str(p) for d in DISTS for p in (DISTS[d] / "tests").glob("test_*pretrained.py"))
     session.env["VIT_FLAX_ALL_PRESETS"] = "1"
     _pytest(session, *tests, "-m", "parity", "--durations=30")
 

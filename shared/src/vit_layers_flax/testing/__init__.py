@@ -23,11 +23,14 @@ from vit_layers_flax.testing.contract import (
     random_variables,
     relative_error,
 )
+from vit_layers_flax.testing.hub import offline_hub
 from vit_layers_flax.testing.readme import readme_python_blocks, run_readme_usage
 from vit_layers_flax.testing.reference import (
     build_reference,
+    build_timm_reference,
     load_reference,
     parameter_count,
+    perturb,
     reference_outputs,
 )
 
@@ -39,9 +42,12 @@ __all__ = [
     "ContractSuite",
     "ModelCase",
     "build_reference",
+    "build_timm_reference",
     "enable_x64",
     "load_reference",
+    "offline_hub",
     "parameter_count",
+    "perturb",
     "random_variables",
     "readme_python_blocks",
     "reference_outputs",

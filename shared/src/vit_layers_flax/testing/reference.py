@@ -45,8 +45,26 @@ def build_reference(module: str, cls: str, kwargs: Mapping[str, Any], *, seed: i
     import torch
 
     torch.manual_seed(seed)
-    model = getattr(load_reference(module), cls)(**kwargs)
-    generator = torch.Generator().manual_seed(seed + 1)
+    return perturb(getattr(load_reference(module), cls)(**kwargs), seed=seed + 1, scale=scale)
+
+
+def build_timm_reference(name: str, *, seed: int = 0, scale: float = 0.05, **kwargs: Any):
+    """timm's model ``name`` (``timm.create_model(name, pretrained=False, **kwargs)``: nothing
+    is downloaded) in eval mode with weights perturbed as :func:`build_reference`'s."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    return perturb(timm.create_model(name, pretrained=False, **kwargs), seed=seed + 1, scale=scale)
+
+
+def perturb(model, *, seed: int = 1, scale: float = 0.05):
+    """``model`` in eval mode, every parameter moved by Gaussian noise of std ``scale`` (so that
+    parity does not rest on initial values: zero biases, unit norms, zero-initialised
+    branches), BatchNorm running means shifted and running variances rescaled the same way."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(scale * torch.randn(p.shape, generator=generator))

@@ -16,9 +16,14 @@ from vit_layers_flax import (
     create_model,
     get_preset,
     list_models,
-    pretrained_config,
 )
-from vit_layers_flax.testing import PARITY_RTOL, relative_error
+from vit_layers_flax.testing import (
+    PARITY_RTOL,
+    build_timm_reference,
+    offline_hub,
+    reference_outputs,
+    relative_error,
+)
 from vit_layers_flax.testing.readme import run_readme_usage
 
 README = Path(__file__).parents[1] / "README.md"
@@ -28,31 +33,20 @@ CI_PRESETS = {name for name in PRESETS if "_tiny_" in name or "_small_" in name}
 ALL_PRESETS = os.environ.get("VIT_FLAX_ALL_PRESETS") == "1"
 
 
-def timm_model(name, **kwargs):
-    timm = pytest.importorskip("timm")
-    return timm.create_model(name, pretrained=False, **kwargs).eval()
-
-
-def perturbed(model, seed=0):
-    """``model`` with every parameter moved away from its initial value (biases, norms and
-    tokens included), as a numpy state_dict."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=generator))
-    return {k: v.numpy() for k, v in model.state_dict().items()}
-
-
 def timm_features(model, images, pre_logits=False):
+    """timm's logits (or, with ``pre_logits``, the pooled features) of NHWC ``images``."""
+    if not pre_logits:
+        return reference_outputs(model, images)
     import torch
 
     with torch.no_grad():
         x = torch.from_numpy(np.array(images).transpose(0, 3, 1, 2))
-        if pre_logits:
-            return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
-        return model(x).numpy()
+        return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
+
+
+def numpy_state_dict(model):
+    """A torch model's state_dict as numpy arrays."""
+    return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
 def images_for(model, batch=2, seed=7):
@@ -112,10 +106,10 @@ def test_logits_match_timm(name):
     logits at the preset's input size (the stacked layout of ``scan=True``)."""
     if name not in CI_PRESETS and not ALL_PRESETS:
         pytest.skip("a base, large or huge preset: nox -s pretrained_parity runs it")
-    reference = timm_model(name)
-    state_dict = perturbed(reference)
+    pytest.importorskip("timm")
+    reference = build_timm_reference(name)
     model = PRESETS[name].build(scan=True, num_classes=reference.num_classes)
-    variables = from_timm(state_dict, model)
+    variables = from_timm(numpy_state_dict(reference), model)
     images = images_for(model)
     error = relative_error(jax.jit(model.apply)(variables, images), timm_features(reference, images))
     assert error <= PARITY_RTOL, f"{name}: relative error {error:.3g}"
@@ -125,11 +119,12 @@ def test_logits_match_timm(name):
 def deit_file(tmp_path_factory):
     """A perturbed distilled DeiT-tiny, its safetensors file and timm's model of it."""
     save_file = pytest.importorskip("safetensors.numpy").save_file
-    reference = timm_model("deit_tiny_distilled_patch16_224")
-    state_dict = perturbed(reference, seed=1)
+    pytest.importorskip("timm")
+    reference = build_timm_reference("deit_tiny_distilled_patch16_224", seed=1)
+    weights = numpy_state_dict(reference)
     path = tmp_path_factory.mktemp("weights") / "model.safetensors"
-    save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, str(path))
-    return path, state_dict, reference
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(path))
+    return path, weights, reference
 
 
 @parity
@@ -233,26 +228,6 @@ def timm_state_dict(model, variables):
     return {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in sd.items()}
 
 
-def offline_hub(cache, monkeypatch, weights: dict) -> None:
-    """An offline Hugging Face cache in ``cache`` holding ``weights`` (name -> state_dict) as
-    each name's default weights, in the hub's layout (``models--<org>--<repo>/refs/main``,
-    ``snapshots/<commit>/<file>``): ``pretrained=True`` runs the download code, no network."""
-    constants = pytest.importorskip("huggingface_hub.constants")
-    save_file = pytest.importorskip("safetensors.numpy").save_file
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    for name, state_dict in weights.items():
-        config = pretrained_config(name)
-        repo = cache / ("models--" + config.hub_id.replace("/", "--"))
-        (repo / "refs").mkdir(parents=True)
-        (repo / "refs" / "main").write_text(commit)
-        (repo / "snapshots" / commit).mkdir(parents=True)
-        state_dict = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
-        save_file(state_dict, str(repo / "snapshots" / commit / config.filename))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-
-
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     """``vit_tiny_patch16_224``'s default weights in an offline cache; returns their variables."""
@@ -264,7 +239,8 @@ def hub_cache(tmp_path, monkeypatch):
 @parity
 def test_readme_pretrained_usage_runs_as_written(tmp_path, monkeypatch):
     """The README's ```python hub block, against an offline cache of timm weights."""
-    weights = perturbed(timm_model("deit_tiny_patch16_224"), seed=4)
+    pytest.importorskip("timm")
+    weights = numpy_state_dict(build_timm_reference("deit_tiny_patch16_224", seed=4))
     offline_hub(tmp_path, monkeypatch, {"deit_tiny_patch16_224": weights})
     namespace = run_readme_usage(README, tag="hub")[0]
     assert namespace["logits"].shape == (2, 1000)
