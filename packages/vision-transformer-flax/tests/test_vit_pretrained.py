@@ -18,11 +18,10 @@ from vit_layers_flax import (
     list_models,
 )
 from vit_layers_flax.testing import (
-    PARITY_RTOL,
+    assert_parity,
     build_timm_reference,
     offline_hub,
     reference_outputs,
-    relative_error,
 )
 from vit_layers_flax.testing.readme import run_readme_usage
 
@@ -111,8 +110,8 @@ def test_logits_match_timm(name):
     model = PRESETS[name].build(scan=True, num_classes=reference.num_classes)
     variables = from_timm(numpy_state_dict(reference), model)
     images = images_for(model)
-    error = relative_error(jax.jit(model.apply)(variables, images), timm_features(reference, images))
-    assert error <= PARITY_RTOL, f"{name}: relative error {error:.3g}"
+    ours = jax.jit(model.apply)(variables, images)
+    assert_parity(ours, timm_features(reference, images), suite="timm", case=name)
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +132,8 @@ def test_create_model_from_a_file_matches_timm(deit_file):
     model, variables = create_model("deit_tiny_distilled_patch16_224", pretrained=path, scan=True)
     assert model.num_classes == 1000 and model.distilled
     images = images_for(model)
-    error = relative_error(jax.jit(model.apply)(variables, images), timm_features(reference, images))
-    assert error <= PARITY_RTOL, f"relative error {error:.3g}"
+    ours = jax.jit(model.apply)(variables, images)
+    assert_parity(ours, timm_features(reference, images), suite="timm", case="deit_tiny_distilled/file")
 
 
 @parity
@@ -164,8 +163,8 @@ def test_other_size_classes_and_channels_load_as_timm_loads_them(deit_file, chan
     )
     images = images_for(model)
     features = jax.jit(lambda v, x: model.apply(v, x, pre_logits=True))(variables, images)
-    error = relative_error(features, timm_features(reference, images, pre_logits=True))
-    assert error <= PARITY_RTOL, f"relative error {error:.3g}"
+    theirs = timm_features(reference, images, pre_logits=True)
+    assert_parity(features, theirs, suite="timm", case=f"deit_tiny_distilled/96px/{channels}ch/pre_logits")
     params = variables["params"]
     assert params["mlp_head"]["kernel"].shape == params["head_dist"]["kernel"].shape == (192, 10)
     np.testing.assert_array_equal(params["embedding"]["pos_embedding"][:2], state_dict["pos_embed"][0, :2])

@@ -182,11 +182,15 @@ class Built:
         )
 
 
-def _report(record: dict) -> None:
-    path = os.environ.get("VIT_FLAX_PARITY_REPORT")
-    if path:
+def assert_parity(ours, theirs, *, suite: str, case: str) -> float:
+    """Assert ``relative_error(ours, theirs) <= PARITY_RTOL`` and return it; the error is
+    appended to the file ``VIT_FLAX_PARITY_REPORT`` names (the nox sessions log each case)."""
+    error = relative_error(ours, theirs)
+    if path := os.environ.get("VIT_FLAX_PARITY_REPORT"):
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps({"suite": suite, "case": case, "relative_error": error}) + "\n")
+    assert error <= PARITY_RTOL, f"{case}: relative error {error:.3g} > {PARITY_RTOL}"
+    return error
 
 
 def _case_fixture(cases: Sequence[ModelCase]):
@@ -690,9 +694,7 @@ class ContractSuite:
         images = np.asarray(jax.random.normal(jax.random.key(7), parity_case.input_shape, jnp.float32))
         ours = jax.jit(model.apply)(variables, images)
         theirs = reference_outputs(reference_model, images)
-        error = relative_error(ours, theirs)
-        _report({"suite": type(self).__name__, "case": parity_case.id, "relative_error": error})
-        assert error <= PARITY_RTOL, f"relative error {error:.3g} > {PARITY_RTOL}"
+        assert_parity(ours, theirs, suite=type(self).__name__, case=parity_case.id)
 
     @pytest.mark.parity
     def test_converter_builds_the_scanned_layout(self, eager_case):
@@ -703,11 +705,9 @@ class ContractSuite:
         model = self.build(eager_case, scan=True)
         variables = self.convert(reference_model.state_dict(), model)
         images = np.asarray(jax.random.normal(jax.random.key(7), eager_case.input_shape, jnp.float32))
-        error = relative_error(
-            jax.jit(model.apply)(variables, images), reference_outputs(reference_model, images)
-        )
-        _report({"suite": type(self).__name__, "case": eager_case.id + "/scan", "relative_error": error})
-        assert error <= PARITY_RTOL, f"relative error {error:.3g} > {PARITY_RTOL}"
+        ours = jax.jit(model.apply)(variables, images)
+        theirs = reference_outputs(reference_model, images)
+        assert_parity(ours, theirs, suite=type(self).__name__, case=eager_case.id + "/scan")
 
 
 class BatchNormContractSuite(ContractSuite):
@@ -760,9 +760,8 @@ class BatchNormContractSuite(ContractSuite):
         with torch.no_grad():
             theirs = torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
         theirs_stats = self.convert(torch_model.state_dict(), model)["batch_stats"]
-        error = relative_error(ours, [t.numpy() for t in jax.tree_util.tree_leaves(theirs)])
-        _report({"suite": type(self).__name__, "case": parity_case.id + "/train", "relative_error": error})
-        assert error <= PARITY_RTOL, f"train-mode relative error {error:.3g} > {PARITY_RTOL}"
+        theirs = [t.numpy() for t in jax.tree_util.tree_leaves(theirs)]
+        assert_parity(ours, theirs, suite=type(self).__name__, case=parity_case.id + "/train")
         flat_ours = jax.tree_util.tree_flatten_with_path(updates["batch_stats"])[0]
         flat_theirs = dict(jax.tree_util.tree_flatten_with_path(theirs_stats)[0])
         for path, value in flat_ours:
