@@ -7,15 +7,18 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from pit_flax.pool import Pool
 from vit_layers_flax import (
     Attention,
-    ClassifierHead,
     Dense,
     FeatureInfo,
+    FeedForward,
     ImageClassifier,
     InputSizes,
+    Layer,
+    LayerNorm,
     TokenEmbedding,
     Transformer,
     TransformerBlock,
@@ -23,19 +26,72 @@ from vit_layers_flax import (
     check_images,
     conv_output_size,
     grid_reduction,
-    pool_tokens,
     token_map,
     unfold,
 )
-from vit_layers_flax.typing import Array
+from vit_layers_flax.typing import Array, Dtype
 
 
 class Stage(NamedTuple):
-    """One transformer stage: its token width, number of blocks and heads."""
+    """One transformer stage: its token width, number of blocks, heads and MLP width."""
 
     dim: int
     depth: int
     heads: int
+    mlp_dim: int
+
+
+class PatchPositionEmbedding(nn.Module):
+    """timm's PiT stem after the patch projection: ``(batch, n, dim) -> (batch, k + n, dim)``.
+
+    A learned position embedding (``pos_embedding``, ``(n, dim)``) is added to the patch
+    tokens alone and ``dropout`` applied to them in training; then ``num_class_tokens`` learned
+    tokens (``cls_token``, ``(k, dim)``: the class token and DeiT's distillation token) are
+    prepended, without position. The parameters are :class:`~vit_layers_flax.TokenEmbedding`'s
+    (which gives the class tokens a position row too, as vit-pytorch's PiT), initialised
+    ``N(0, 1)`` as it does.
+    """
+
+    num_class_tokens: int = 1
+    dropout: float = 0.0
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
+        batch, tokens, dim = x.shape
+        init = nn.initializers.normal(stddev=1.0)
+        cls_token = self.param("cls_token", init, (self.num_class_tokens, dim), self.param_dtype)
+        pos_embedding = self.param("pos_embedding", init, (tokens, dim), self.param_dtype)
+        x = nn.Dropout(self.dropout)(x + pos_embedding.astype(x.dtype), deterministic=not train)
+        cls_tokens = jnp.broadcast_to(cls_token.astype(x.dtype), (batch, self.num_class_tokens, dim))
+        return jnp.concatenate([cls_tokens, x], axis=1)
+
+
+class Head(Layer):
+    """PiT's head on the class tokens: ``(batch, tokens, dim) -> (batch, num_classes)``.
+
+    A LayerNorm ``norm`` (``norm_epsilon``) on the first ``class_tokens`` tokens, then a
+    Dense ``fc`` on the class token: vit-pytorch's ``mlp_head`` (the parameters of
+    :class:`~vit_layers_flax.ClassifierHead`, ``norm`` and ``fc``). With two class tokens
+    (DeiT's distillation token, timm's distilled PiT) a second Dense ``fc_dist`` reads the
+    second token and the logits are the mean of both. ``pre_logits`` (or ``num_classes ==
+    0``, no Dense) returns the normalised class token, or the mean of both.
+    """
+
+    num_classes: int
+    class_tokens: int = 1
+    norm_epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array, *, pre_logits: bool = False) -> Array:
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **dtypes)(x[:, : self.class_tokens])
+        if pre_logits or not self.num_classes:
+            return x.mean(axis=1) if self.class_tokens > 1 else x[:, 0]
+        logits = Dense(self.num_classes, name="fc", **dtypes)(x[:, 0])
+        if self.class_tokens == 1:
+            return logits
+        return (logits + Dense(self.num_classes, name="fc_dist", **dtypes)(x[:, 1])) / 2
 
 
 class PiT(ImageClassifier):
@@ -58,19 +114,32 @@ class PiT(ImageClassifier):
     dim: int
     depth: Sequence[int]
     heads: int | Sequence[int]
-    mlp_dim: int
+    mlp_dim: int | Sequence[int]
     dim_head: int = 64
     dropout: float = 0.0
     emb_dropout: float = 0.0
     channels: int = 3
     attention_implementation: str | None = None
+    qkv_bias: bool = False
+    norm_epsilon: float = 1e-5
+    pool_pointwise: bool = True
+    class_token_position: bool = True
+    distilled: bool = False
+
+    @property
+    def class_tokens(self) -> int:
+        """The prefix tokens: the class token, and the distillation token when ``distilled``."""
+        return 1 + self.distilled
 
     @property
     def stages(self) -> list[Stage]:
-        """``Stage(dim, depth, heads)`` of each stage, widths doubling after every pool."""
+        """``Stage(dim, depth, heads, mlp_dim)`` of each stage, widths doubling after every pool."""
         depth = tuple(self.depth)
-        heads = tuple(self.heads) if isinstance(self.heads, (tuple, list)) else (self.heads,) * len(depth)
-        return [Stage(self.dim * 2**i, d, h) for i, (d, h) in enumerate(zip(depth, heads, strict=True))]
+        heads, mlp_dims = (_per_stage(v, len(depth)) for v in (self.heads, self.mlp_dim))
+        return [
+            Stage(self.dim * 2**i, d, h, m)
+            for i, (d, h, m) in enumerate(zip(depth, heads, mlp_dims, strict=True))
+        ]
 
     @property
     def num_patches(self) -> int:
@@ -119,8 +188,13 @@ class PiT(ImageClassifier):
             f"received {self.heads!r}",
         )
         check_config(
-            min(*self.depth, *(self.heads if isinstance(self.heads, (tuple, list)) else (self.heads,))) > 0
-            and min(self.dim, self.mlp_dim, self.dim_head, self.channels) > 0,
+            not isinstance(self.mlp_dim, (tuple, list)) or len(self.mlp_dim) == len(self.depth),
+            f"PiT: mlp_dim must be an int or have one entry per stage ({len(self.depth)}), "
+            f"received {self.mlp_dim!r}",
+        )
+        check_config(
+            min(*self.depth, *_per_stage(self.heads, 1), *_per_stage(self.mlp_dim, 1)) > 0
+            and min(self.dim, self.dim_head, self.channels) > 0,
             "PiT: sizes must be positive",
         )
         check_config(self.num_classes >= 0, f"PiT: num_classes must be >= 0, received {self.num_classes}")
@@ -139,11 +213,15 @@ class PiT(ImageClassifier):
 
         x = unfold(img, self.patch_size, self.patch_size // 2)  # (batch, num_patches, c * p * p)
         x = Dense(self.dim, name="to_patch_embedding", **dtypes)(x)
-        x = TokenEmbedding(1, self.emb_dropout, param_dtype=self.param_dtype, name="embedding")(
+        embedding = TokenEmbedding if self.class_token_position else PatchPositionEmbedding
+        x = embedding(self.class_tokens, self.emb_dropout, param_dtype=self.param_dtype, name="embedding")(
             x, train=train
         )
 
-        attention = functools.partial(Attention, implementation=self.attention_implementation)
+        eps = self.norm_epsilon
+        attention = functools.partial(
+            Attention, implementation=self.attention_implementation, qkv_bias=self.qkv_bias, norm_epsilon=eps
+        )
         stages, maps = self.stages, []
         for i, (stage, side) in enumerate(zip(stages, self.grid_sides, strict=True)):
             block = functools.partial(
@@ -151,9 +229,10 @@ class PiT(ImageClassifier):
                 stage.dim,
                 stage.heads,
                 self.dim_head,
-                self.mlp_dim,
+                stage.mlp_dim,
                 dropout=self.dropout,
                 attention=attention,
+                feed_forward=functools.partial(FeedForward, norm_epsilon=eps),
                 **dtypes,
             )
             x = Transformer(
@@ -165,11 +244,25 @@ class PiT(ImageClassifier):
                 name=f"stages_{i}",
                 **dtypes,
             )(x, train=train)
-            maps.append(token_map(x, (side, side), 1))
+            maps.append(token_map(x, (side, side), self.class_tokens))
             if i < len(stages) - 1:
-                x = Pool(stage.dim, name=f"pools_{i}", **dtypes)(x)
+                pool = Pool(
+                    stage.dim,
+                    pointwise=self.pool_pointwise,
+                    class_tokens=self.class_tokens,
+                    name=f"pools_{i}",
+                    **dtypes,
+                )
+                x = pool(x)
 
         if return_features:
             return self.select_features(maps)
-        head = ClassifierHead(self.num_classes, name="mlp_head", **dtypes)
-        return head(pool_tokens(x, "cls"), pre_logits=pre_logits)
+        head = Head(
+            self.num_classes, class_tokens=self.class_tokens, norm_epsilon=eps, name="mlp_head", **dtypes
+        )
+        return head(x, pre_logits=pre_logits)
+
+
+def _per_stage(value: int | Sequence[int], stages: int) -> tuple[int, ...]:
+    """An int for every stage, or one entry per stage, as a tuple."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * stages
