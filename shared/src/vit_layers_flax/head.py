@@ -16,15 +16,17 @@ class ClassifierHead(Layer):
     The reference's ``mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim,
     num_classes))``; parameters ``norm`` (``mlp_head.0``) and ``fc`` (``mlp_head.1``),
     converted by :func:`vit_layers_flax.classifier_head_params`. ``pre_logits`` (or
-    ``num_classes == 0``, no ``fc``) returns the normalised features the ``fc`` reads.
+    ``num_classes == 0``, no ``fc``) returns the normalised features the ``fc`` reads;
+    ``norm_epsilon`` is the LayerNorm's.
     """
 
     num_classes: int
+    norm_epsilon: float = 1e-5
 
     @nn.compact
     def __call__(self, x: Array, *, pre_logits: bool = False) -> Array:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = LayerNorm(name="norm", **dtypes)(x)
+        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **dtypes)(x)
         if pre_logits or not self.num_classes:
             return x
         return Dense(self.num_classes, name="fc", **dtypes)(x)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cait_flax.talking_heads import TalkingHeadsAttention
 from cait_flax.transformer import LayerScaleTransformer
 from vit_layers_flax import (
     ClassifierHead,
     FeatureInfo,
+    FeedForward,
     ImageClassifier,
     InputSizes,
     PatchEmbedding,
@@ -33,6 +37,16 @@ class CaiT(ImageClassifier):
     grid after each ``patch_transformer`` block. Arguments are vit-pytorch's (square images);
     ``layer_dropout`` drops whole blocks of each stack in training only (at least one kept
     per stack; the reference also drops them in evaluation). ``channels``: input channels.
+
+    The defaults are vit-pytorch's architecture. The paper's (its code's and timm's: the
+    pretrained presets) is ``patch_norms=False`` (no LayerNorm before and after the patch
+    projection), ``qkv_bias=True`` (biases on the query, key and value projections),
+    ``norm_epsilon=1e-6`` (every LayerNorm), ``talking_heads_bias=True`` (a bias after each
+    head-mixing matrix), ``cls_talking_heads=False`` (plain multi-head class attention),
+    ``cls_norm_context=True`` (the class-attention blocks normalise the patch tokens they
+    read, with the class token's LayerNorm) and ``layer_scale_init`` (one initial LayerScale
+    for every block, ``1e-5`` or ``1e-6``; ``None``: vit-pytorch's rule by block number,
+    :func:`~cait_flax.initial_layer_scale`). The last changes initialisation only.
     """
 
     image_size: int
@@ -48,6 +62,13 @@ class CaiT(ImageClassifier):
     emb_dropout: float = 0.0
     layer_dropout: float = 0.0
     channels: int = 3
+    patch_norms: bool = True
+    qkv_bias: bool = False
+    norm_epsilon: float = 1e-5
+    talking_heads_bias: bool = False
+    cls_talking_heads: bool = True
+    cls_norm_context: bool = False
+    layer_scale_init: float | None = None
 
     def __post_init__(self):
         check_config(
@@ -61,6 +82,10 @@ class CaiT(ImageClassifier):
         sizes = (self.dim, self.depth, self.cls_depth, self.heads, self.dim_head)
         check_config(min(*sizes, self.mlp_dim, self.channels) > 0, "CaiT: sizes must be positive")
         check_config(self.num_classes >= 0, f"CaiT: num_classes must be >= 0, received {self.num_classes}")
+        check_config(
+            self.layer_scale_init is None or self.layer_scale_init >= 0,
+            f"CaiT: layer_scale_init must be None or >= 0, received {self.layer_scale_init}",
+        )
         check_config(
             0.0 <= self.layer_dropout < 1.0,
             f"CaiT: layer_dropout must be in [0, 1), received {self.layer_dropout}",
@@ -84,23 +109,38 @@ class CaiT(ImageClassifier):
         size = (self.image_size, self.image_size)
         batch = check_images(img, channels=self.channels, image_size=size, name="CaiT")[0]
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        eps = self.norm_epsilon
         stack = dict(
             heads=self.heads,
             dim_head=self.dim_head,
             mlp_dim=self.mlp_dim,
             dropout=self.dropout,
             layer_dropout=self.layer_dropout,
+            layer_scale_init=self.layer_scale_init,
+            feed_forward=functools.partial(FeedForward, norm_epsilon=eps),
             remat=self.remat,
             scan=self.scan,
             **dtypes,
         )
+        attention = functools.partial(TalkingHeadsAttention, qkv_bias=self.qkv_bias, norm_epsilon=eps)
+        patch_attention = functools.partial(attention, mix_bias=self.talking_heads_bias)
+        cls_attention = functools.partial(
+            attention,
+            talking_heads=self.cls_talking_heads,
+            mix_bias=self.talking_heads_bias,
+            norm_context=self.cls_norm_context,
+        )
 
         patches = (self.patch_size, self.patch_size)
-        x = PatchEmbedding(self.dim, patches, name="to_patch_embedding", **dtypes)(img)
+        x = PatchEmbedding(self.dim, patches, norms=self.patch_norms, name="to_patch_embedding", **dtypes)(
+            img
+        )
         x = TokenEmbedding(0, self.emb_dropout, param_dtype=self.param_dtype, name="embedding")(
             x, train=train
         )
-        patch_transformer = LayerScaleTransformer(self.dim, self.depth, name="patch_transformer", **stack)
+        patch_transformer = LayerScaleTransformer(
+            self.dim, self.depth, attention=patch_attention, name="patch_transformer", **stack
+        )
         if return_features:
             grid = (self.image_size // self.patch_size,) * 2
             _, blocks = patch_transformer(x, train=train, return_features=True)
@@ -110,8 +150,9 @@ class CaiT(ImageClassifier):
         init = nn.initializers.normal(stddev=1.0)  # torch.randn
         cls_token = self.param("cls_token", init, (1, self.dim), self.param_dtype)
         cls_tokens = jnp.broadcast_to(cls_token.astype(x.dtype), (batch, 1, self.dim))
-        cls_tokens = LayerScaleTransformer(self.dim, self.cls_depth, name="cls_transformer", **stack)(
-            cls_tokens, x, train=train
+        cls_transformer = LayerScaleTransformer(
+            self.dim, self.cls_depth, attention=cls_attention, name="cls_transformer", **stack
         )
-        head = ClassifierHead(self.num_classes, name="mlp_head", **dtypes)
+        cls_tokens = cls_transformer(cls_tokens, x, train=train)
+        head = ClassifierHead(self.num_classes, norm_epsilon=eps, name="mlp_head", **dtypes)
         return head(pool_tokens(cls_tokens, "cls"), pre_logits=pre_logits)
