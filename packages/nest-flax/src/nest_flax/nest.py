@@ -9,10 +9,11 @@ from typing import Any
 import flax.linen as nn
 from einops import rearrange
 
-from nest_flax.aggregate import Aggregate
+from nest_flax.aggregate import POOL_PADDINGS, Aggregate
 from vit_layers_flax import (
     Attention,
     FeatureInfo,
+    FeedForward,
     ImageClassifier,
     InputSizes,
     LayerNorm,
@@ -40,6 +41,11 @@ class Hierarchy(Model):
     heads ``dim // heads`` wide, ``to_out`` even for one head, no final norm. ``aggregate``
     (:class:`Aggregate`) halves the merged map, so that neighbouring blocks communicate.
     ``return_features``: ``(x, map)``, ``map`` the merged blocks before aggregation.
+
+    ``pos_emb_per_block`` makes ``pos_emb`` ``(grid_size ** 2, seq_len, dim)``, a vector per
+    position of every block (the original NesT's, timm's): blocks must then hold exactly
+    ``seq_len`` tokens. ``qkv_bias`` and ``norm_epsilon`` go to the blocks (and the
+    aggregation's LayerNorm), ``pool_padding`` to :class:`Aggregate`.
     """
 
     dim: int
@@ -51,17 +57,40 @@ class Hierarchy(Model):
     mlp_mult: int
     dropout: float = 0.0
     attention_implementation: str | None = None
+    qkv_bias: bool = False
+    norm_epsilon: float = 1e-5
+    pos_emb_per_block: bool = False
+    pool_padding: str = "symmetric"
+
+    def _add_position(self, tokens: Array) -> Array:
+        """``pos_emb`` added to every block's tokens ``(batch * blocks, n, dim)``."""
+        if not self.pos_emb_per_block:
+            shape = (self.seq_len,)
+            pos_emb = self.param("pos_emb", nn.initializers.normal(stddev=1.0), shape, self.param_dtype)
+            return tokens + pos_emb[: tokens.shape[1], None].astype(tokens.dtype)
+        blocks = self.grid_size**2
+        if tokens.shape[1:] != (self.seq_len, self.dim):
+            raise ValueError(
+                f"Hierarchy: with pos_emb_per_block, expected blocks of {self.seq_len} tokens of width "
+                f"{self.dim}, received {tokens.shape[1]} tokens of width {tokens.shape[2]}"
+            )
+        shape = (blocks, self.seq_len, self.dim)
+        pos_emb = self.param("pos_emb", nn.initializers.truncated_normal(0.02), shape, self.param_dtype)
+        tokens = tokens.reshape(-1, *shape) + pos_emb.astype(tokens.dtype)
+        return tokens.reshape(-1, *shape[1:])
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False, return_features: bool = False) -> Any:
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         size = x.shape[1:3]
         window = (size[0] // self.grid_size, size[1] // self.grid_size)
-        tokens = partition_windows(x, window)
-        pos_emb = self.param("pos_emb", nn.initializers.normal(stddev=1.0), (self.seq_len,), self.param_dtype)
-        tokens = tokens + pos_emb[: tokens.shape[1], None].astype(tokens.dtype)
+        tokens = self._add_position(partition_windows(x, window))
         attention = functools.partial(
-            Attention, project_out=True, implementation=self.attention_implementation
+            Attention,
+            project_out=True,
+            implementation=self.attention_implementation,
+            qkv_bias=self.qkv_bias,
+            norm_epsilon=self.norm_epsilon,
         )
         block = functools.partial(
             TransformerBlock,
@@ -71,6 +100,7 @@ class Hierarchy(Model):
             self.dim * self.mlp_mult,
             dropout=self.dropout,
             attention=attention,
+            feed_forward=functools.partial(FeedForward, norm_epsilon=self.norm_epsilon),
             **dtypes,
         )
         transformer = Transformer(
@@ -85,7 +115,7 @@ class Hierarchy(Model):
         x = merge_windows(transformer(tokens, train=train), window, size)
         if self.dim_out is None:
             return (x, x) if return_features else x
-        out = Aggregate(self.dim_out, name="aggregate", **dtypes)(x)
+        out = Aggregate(self.dim_out, self.norm_epsilon, self.pool_padding, name="aggregate", **dtypes)(x)
         return (out, x) if return_features else out
 
 
@@ -100,6 +130,14 @@ class NesT(ImageClassifier):
     (``norm``), averaged and classified (``head``). ``dim_head`` is unused, as in the reference.
     Images of other sizes are taken too (:meth:`input_sizes`) while a block holds at most
     ``seq_len`` tokens.
+
+    The original architecture (Google's JAX NesT, timm's ``Nest``; the pretrained presets)
+    differs in options whose defaults keep vit-pytorch's: ``patch_norms=False`` (the patch
+    projection alone, no LayerNorm before or after it), ``qkv_bias=True``, ``norm_epsilon=1e-6``
+    (every LayerNorm), ``pos_emb_per_block=True`` (each level's position embedding a vector per
+    position of every block, ``(blocks, seq_len, dim)``: the images must then be
+    ``image_size``) and ``pool_padding="same"`` (the aggregation's max-pool padded as TF's
+    ``'SAME'``; timm's ``nest_*_jx``, the converted weights).
     """
 
     image_size: int
@@ -114,6 +152,11 @@ class NesT(ImageClassifier):
     dim_head: int = 64
     dropout: float = 0.0
     attention_implementation: str | None = None
+    patch_norms: bool = True
+    qkv_bias: bool = False
+    norm_epsilon: float = 1e-5
+    pos_emb_per_block: bool = False
+    pool_padding: str = "symmetric"
 
     @property
     def grid_size(self) -> int:
@@ -128,7 +171,10 @@ class NesT(ImageClassifier):
     def input_sizes(self) -> InputSizes:
         """Heights and widths that split into the bottom grid of blocks of whole patches,
         multiples of ``patch_size * grid_size``; a block must also hold at most :attr:`seq_len`
-        tokens, i.e. ``(height / side) * (width / side) <= seq_len`` with that side."""
+        tokens, i.e. ``(height / side) * (width / side) <= seq_len`` with that side. With
+        ``pos_emb_per_block``: ``image_size`` only."""
+        if self.pos_emb_per_block:
+            return InputSizes.fixed(self.image_size)
         side = self.patch_size * self.grid_size
         return InputSizes(side, side)
 
@@ -163,6 +209,10 @@ class NesT(ImageClassifier):
         )
         repeats = cast_tuple(self.block_repeats, self.num_hierarchies)  # raises on a wrong length
         check_config(min(repeats) >= 0, f"NesT: block_repeats must be >= 0, received {self.block_repeats!r}")
+        check_config(
+            self.pool_padding in POOL_PADDINGS,
+            f"NesT: pool_padding must be one of {POOL_PADDINGS}, received {self.pool_padding!r}",
+        )
         super().__post_init__()
 
     @property
@@ -181,14 +231,16 @@ class NesT(ImageClassifier):
     def __call__(
         self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
     ) -> Array | tuple[Array, ...]:
-        side = self.input_sizes().step
+        side = self.patch_size * self.grid_size
         _, height, width, _ = check_images(img, channels=self.channels, multiple_of=(side, side), name="NesT")
-        if (height // side) * (width // side) > self.seq_len:
-            # a block would outgrow the position embedding; name the configured size
+        if self.pos_emb_per_block or (height // side) * (width // side) > self.seq_len:
+            # a block would outgrow (or, per block, not fit) the position embedding
             check_images(img, channels=self.channels, image_size=(self.image_size,) * 2, name="NesT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
-        x = PatchEmbedding(self.dim, (self.patch_size,) * 2, name="to_patch_embedding", **dtypes)(img)
+        x = PatchEmbedding(
+            self.dim, (self.patch_size,) * 2, norms=self.patch_norms, name="to_patch_embedding", **dtypes
+        )(img)
         x = rearrange(x, "b (h w) d -> b h w d", h=height // self.patch_size)
 
         repeats, features = cast_tuple(self.block_repeats, self.num_hierarchies), []
@@ -206,6 +258,10 @@ class NesT(ImageClassifier):
                 remat=self.remat,
                 scan=self.scan,
                 attention_implementation=self.attention_implementation,
+                qkv_bias=self.qkv_bias,
+                norm_epsilon=self.norm_epsilon,
+                pos_emb_per_block=self.pos_emb_per_block,
+                pool_padding=self.pool_padding,
                 name=f"stages_{i}",
                 **dtypes,
             )(x, train=train, return_features=return_features)
@@ -215,5 +271,5 @@ class NesT(ImageClassifier):
         if return_features:
             return self.select_features(features)
         # the reference's mlp_head: LayerNorm on every position, the spatial mean, Linear
-        x = LayerNorm(name="norm", **dtypes)(x).mean(axis=(1, 2))
+        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **dtypes)(x).mean(axis=(1, 2))
         return self.classify(x, pre_logits=pre_logits, name="head")
