@@ -1,13 +1,15 @@
 """Data for ``train.py``: scikit-learn's bundled digits, or a folder of images by class.
 
 Both give a :class:`Dataset`: NHWC float32 images at the model's size, standardised with
-the training split's per-channel mean and standard deviation, integer labels, and a
-fixed, seeded, stratified train/test split. Nothing is downloaded.
+the training split's per-channel mean and standard deviation (or, with ``normalize=(mean,
+std)``, with fixed statistics such as a pretrained model's), integer labels, and a fixed,
+seeded, stratified train/test split. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -18,6 +20,10 @@ from sklearn.model_selection import train_test_split
 
 #: file suffixes read from a ``--data`` folder (case-insensitive)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+#: ``(mean, std)``: one value per channel, of images in [0, 1]
+Normalization = tuple[Sequence[float], Sequence[float]]
 
 
 class DataError(ValueError):
@@ -63,7 +69,38 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(jax.image.resize(images, shape, method="bilinear"), np.float32)
 
 
-def _split(images: np.ndarray, labels: np.ndarray, classes, *, test_fraction: float, seed: int) -> Dataset:
+def _normalize(
+    train_x: np.ndarray, test_x: np.ndarray, normalize: Normalization | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both splits standardised: with the training split's per-channel mean and standard
+    deviation, or ``(x - mean) / std`` with ``normalize``'s (gray images are first repeated
+    over as many channels as it has: a pretrained RGB model's statistics)."""
+    if normalize is None:
+        mean = train_x.mean(axis=(0, 1, 2), keepdims=True)
+        std = train_x.std(axis=(0, 1, 2), keepdims=True) + 1e-6
+    else:
+        mean, std = (np.asarray(v, np.float32).reshape(1, 1, 1, -1) for v in normalize)
+        channels = mean.shape[-1]
+        if std.shape[-1] != channels:
+            raise DataError(f"normalize: {channels} means but {std.shape[-1]} standard deviations")
+        if train_x.shape[-1] == 1 and channels > 1:
+            train_x, test_x = (np.repeat(x, channels, axis=-1) for x in (train_x, test_x))
+        if train_x.shape[-1] != channels:
+            raise DataError(
+                f"cannot normalise {train_x.shape[-1]}-channel images with {channels}-channel statistics"
+            )
+    return ((train_x - mean) / std).astype(np.float32), ((test_x - mean) / std).astype(np.float32)
+
+
+def _split(
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes,
+    *,
+    test_fraction: float,
+    seed: int,
+    normalize: Normalization | None = None,
+) -> Dataset:
     counts = np.bincount(labels, minlength=len(classes))
     if len(classes) < 2:
         raise DataError(f"need at least two classes to train a classifier, found {len(classes)}: {classes}")
@@ -73,19 +110,16 @@ def _split(images: np.ndarray, labels: np.ndarray, classes, *, test_fraction: fl
     train_x, test_x, train_y, test_y = train_test_split(
         images, labels, test_size=test_fraction, random_state=seed, stratify=labels
     )
-    mean = train_x.mean(axis=(0, 1, 2), keepdims=True)
-    std = train_x.std(axis=(0, 1, 2), keepdims=True) + 1e-6
-    return Dataset(
-        ((train_x - mean) / std).astype(np.float32),
-        train_y.astype(np.int32),
-        ((test_x - mean) / std).astype(np.float32),
-        test_y.astype(np.int32),
-        tuple(classes),
-    )
+    train_x, test_x = _normalize(train_x, test_x, normalize)
+    return Dataset(train_x, train_y.astype(np.int32), test_x, test_y.astype(np.int32), tuple(classes))
 
 
-def load_digits_dataset(image_size: int, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """scikit-learn's 1,797 8x8 gray digits (ships with scikit-learn), resized to ``image_size``."""
+def load_digits_dataset(
+    image_size: int, *, test_fraction: float = 0.2, seed: int = 0, normalize: Normalization | None = None
+) -> Dataset:
+    """scikit-learn's 1,797 8x8 gray digits (ships with scikit-learn), in [0, 1], resized to
+    ``image_size``; ``normalize=(mean, std)`` (e.g. a pretrained model's RGB statistics)
+    replaces the training split's statistics, the gray images repeated over its channels."""
     digits = load_digits()
     images = (digits.images.astype(np.float32) / 16.0)[..., None]
     return _split(
@@ -94,14 +128,21 @@ def load_digits_dataset(image_size: int, *, test_fraction: float = 0.2, seed: in
         tuple(str(c) for c in range(10)),
         test_fraction=test_fraction,
         seed=seed,
+        normalize=normalize,
     )
 
 
 def load_folder_dataset(
-    root: str | Path, image_size: int, *, test_fraction: float = 0.2, seed: int = 0
+    root: str | Path,
+    image_size: int,
+    *,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    normalize: Normalization | None = None,
 ) -> Dataset:
-    """Images in ``root/<class name>/*`` (one subfolder per class), as RGB, resized to
-    ``image_size`` x ``image_size``, with a seeded, stratified held-out split.
+    """Images in ``root/<class name>/*`` (one subfolder per class), as RGB in [0, 1], resized
+    to ``image_size`` x ``image_size``, with a seeded, stratified held-out split, standardised
+    with the training split's statistics or ``normalize=(mean, std)``.
 
     Raises:
       DataError: the folder is missing or empty, has fewer than two classes, a class has
@@ -134,4 +175,5 @@ def load_folder_dataset(
         tuple(p.name for p in class_dirs),
         test_fraction=test_fraction,
         seed=seed,
+        normalize=normalize,
     )

@@ -2,6 +2,8 @@
 
     python examples/train.py                          # ViT on scikit-learn's digits
     python examples/train.py --arch cvt               # any of the 17 (see --help)
+    python examples/train.py --arch deit_tiny_patch16_224 --pretrained hub   # fine-tune timm's weights
+    python examples/train.py --arch vit_tiny_patch16_224 --pretrained model.safetensors
     python examples/train.py --data ~/flowers          # a folder with one subfolder per class
     python examples/train.py --resume                 # continue the newest run of --arch
     python examples/train.py --dtype bfloat16         # bfloat16 compute, float32 parameters
@@ -13,6 +15,19 @@ alone for the newest run of ``--arch``) restores the step, parameters, optimizer
 history; data order and dropout keys are functions of (seed, epoch, step), so a resumed run
 continues exactly as the uninterrupted one would have. The last line printed is
 ``test accuracy: 0.XXXX``.
+
+Pretrained presets: ``--arch`` also takes any name of ``vit_layers_flax.list_models()``
+(timm's names, ``vit_tiny_patch16_224``, ``deit_tiny_patch16_224`` ...; ``name.tag`` for other
+weights). ``--pretrained hub`` fine-tunes from its published weights (downloaded once from the
+Hugging Face Hub: the ``hub`` extra, ``pip install "vision-transformer-flax[hub]"``),
+``--pretrained FILE`` from a ``.safetensors`` file (or a torch checkpoint) in timm's layout;
+without ``--pretrained`` the preset trains from scratch. The classifier is a new one for the
+data's classes, the images are resized to ``--image-size`` (default: a small size the model
+takes, so that it runs on a CPU: two patches across for ViT, 32 for 16-pixel patches; a
+position embedding is resampled to it), given three channels (gray images are repeated, as
+for any RGB weights) and normalised with the weights' mean and std. The blocks are scanned
+(``scan=True``: each stack compiled once). A resumed run restores its checkpoint and does
+not read the weights again.
 
 Devices: the step is jitted over a ``jax.sharding`` mesh of every device (the batch is
 split along the ``data`` axis, parameters and optimizer state are replicated), so the same
@@ -30,6 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,7 +60,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs import DEFAULT, RECIPES, Recipe
+from configs import DEFAULT, HUB, RECIPES, PresetRecipe, Recipe, get_recipe, preset_names
 from data import DataError, Dataset, load_digits_dataset, load_folder_dataset
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -77,16 +93,29 @@ class Config:
     seed: int = 0
     dtype: str = "float32"
     test_fraction: float = 0.2
+    image_size: int | None = None
+    pretrained: str | None = None  # a preset's weights: "hub" or a checkpoint's absolute path
 
     def resolved(self) -> Config:
-        """The configuration with the architecture's recipe filling unset values."""
-        recipe = RECIPES[self.arch]
+        """The configuration with the architecture's recipe filling unset values; stops with a
+        message for an unknown ``arch``, ``pretrained`` weights for a recipe, or an image size
+        the preset cannot take."""
+        recipe = get_recipe(self.arch)
+        if self.pretrained is not None and not isinstance(recipe, PresetRecipe):
+            raise SystemExit(
+                f"--pretrained: {self.arch} is a recipe, trained from scratch, with no pretrained "
+                "weights; pretrained weights are for the presets of vit_layers_flax.list_models() "
+                "(--arch vit_tiny_patch16_224, deit_tiny_patch16_224, ...)"
+            )
         fill = {
             f: getattr(recipe, f)
-            for f in ("epochs", "batch_size", "learning_rate", "weight_decay", "warmup_epochs")
+            for f in ("epochs", "batch_size", "learning_rate", "weight_decay", "warmup_epochs", "image_size")
             if getattr(self, f) is None
         }
-        return dataclasses.replace(self, **fill)
+        config = dataclasses.replace(self, **fill)
+        if isinstance(recipe, PresetRecipe):
+            recipe.check_image_size(config.image_size)
+        return config
 
 
 class TrainState(train_state.TrainState):
@@ -112,9 +141,11 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransf
     return optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask)
 
 
-def create_state(model, tx, sample_images, seed: int, mesh: Mesh) -> TrainState:
-    """Initialise the model (on the host's first batch shape) and replicate it on ``mesh``."""
-    variables = jax.jit(model.init)(jax.random.key(seed), sample_images)
+def create_state(model, tx, sample_images, seed: int, mesh: Mesh, variables=None) -> TrainState:
+    """The train state of ``variables`` (default: the model initialised on the host's first
+    batch shape), replicated on ``mesh``."""
+    if variables is None:
+        variables = jax.jit(model.init)(jax.random.key(seed), sample_images)
     state = TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -303,14 +334,46 @@ def save_learning_curve(history: list[dict], path: Path, title: str) -> None:
 # the run -------------------------------------------------------------------------------------
 
 
-def load_data(config: Config, recipe: Recipe) -> Dataset:
+def load_data(config: Config, recipe: Recipe | PresetRecipe) -> Dataset:
+    """The data at ``config.image_size``, standardised with the training split's statistics
+    (a recipe) or normalised with the pretrained weights' mean and std (a preset)."""
+    options = dict(test_fraction=config.test_fraction, seed=config.seed, normalize=recipe.normalization)
     if config.data is None:
-        dataset = load_digits_dataset(recipe.image_size, test_fraction=config.test_fraction, seed=config.seed)
+        dataset = load_digits_dataset(config.image_size, **options)
     else:
-        dataset = load_folder_dataset(
-            config.data, recipe.image_size, test_fraction=config.test_fraction, seed=config.seed
-        )
+        dataset = load_folder_dataset(config.data, config.image_size, **options)
     return dataset.with_channels(recipe.input_channels(dataset.channels))
+
+
+def build_model(
+    config: Config, recipe: Recipe | PresetRecipe, data: Dataset, *, pretrained: str | None
+) -> tuple[Any, dict[str, Any] | None]:
+    """``(model, variables)`` for ``data``: a recipe's model (``variables`` ``None``:
+    :func:`create_state` initialises it), or a preset's from ``create_model`` with its
+    ``pretrained`` weights (``"hub"``, a path, ``None``: initialised from the seed) adapted
+    to the data's classes and ``config.image_size``, blocks scanned."""
+    dtype = DTYPES[config.dtype]
+    num_classes = len(data.classes)
+    if isinstance(recipe, Recipe):
+        try:
+            model = recipe.build(
+                num_classes=num_classes, channels=data.channels, image_size=config.image_size, dtype=dtype
+            )
+        except ValueError as error:  # the model's own check of its configuration
+            raise SystemExit(f"error: {config.arch} at --image-size {config.image_size}: {error}") from None
+        return model, None
+    try:
+        return recipe.create(
+            num_classes=num_classes,
+            channels=data.channels,
+            image_size=config.image_size,
+            pretrained=pretrained,
+            rng=jax.random.key(config.seed),
+            dtype=dtype,
+            scan=True,  # each stack of identical blocks compiled once, not once per block
+        )
+    except (OSError, ValueError, ImportError) as error:  # a missing or foreign file, no hub client
+        raise SystemExit(f"error: --pretrained {pretrained}: {error}") from None
 
 
 def new_workdir(arch: str, root: Path = Path("runs")) -> Path:
@@ -345,7 +408,8 @@ def _check_run_config(workdir: Path, config: Config, resume: bool) -> None:
         return
     if not saved_path.exists():
         raise SystemExit(f"--resume: no run to resume in {workdir} (no run.json)")
-    saved = json.loads(saved_path.read_text())
+    # a run.json from before a field existed: the run had the field's default
+    saved = dataclasses.asdict(Config(arch=config.arch).resolved()) | json.loads(saved_path.read_text())
     differs = {k: (v, saved.get(k)) for k, v in dataclasses.asdict(config).items() if saved.get(k) != v}
     if differs:
         lines = ", ".join(f"{k}: saved {old!r}, now {new!r}" for k, (new, old) in differs.items())
@@ -363,19 +427,20 @@ def train(
 ) -> dict[str, Any]:
     """Train ``config`` and return ``{'history': [...], 'test_accuracy': float, 'state': ...}``.
 
-    ``dataset`` replaces the data ``config`` names (tests pass small ones).
+    ``dataset`` replaces the data ``config`` names (tests pass small ones). A preset starts
+    from ``config.pretrained``'s weights, unless a resumed run restores a checkpoint.
     """
     from tqdm.auto import tqdm
 
     config = config.resolved()
-    recipe = RECIPES[config.arch]
+    recipe = get_recipe(config.arch)
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     data = load_data(config, recipe) if dataset is None else dataset  # input errors first
+    if config.pretrained not in (None, HUB) and not resume and not Path(config.pretrained).is_file():
+        raise SystemExit(f"error: --pretrained {config.pretrained}: no such file")
     _check_run_config(workdir, config, resume)
     workdir.mkdir(parents=True, exist_ok=True)
-    if is_main and not resume:
-        (workdir / "run.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
     mesh = make_mesh() if mesh is None else mesh
     if config.batch_size % mesh.devices.size or config.batch_size % jax.process_count():
@@ -389,20 +454,26 @@ def train(
         )
     steps_per_epoch = len(data.train_images) // config.batch_size
 
-    model = recipe.build(num_classes=len(data.classes), channels=data.channels, dtype=DTYPES[config.dtype])
-    tx = make_optimizer(config, steps_per_epoch)
-    state = create_state(model, tx, data.train_images[: config.batch_size], config.seed, mesh)
-    steps = Steps(mesh)
-    key = jax.device_put(dropout_key(config.seed + 1), NamedSharding(mesh, P()))
-
     checkpoints = Checkpoints(workdir)
-    history: list[dict] = []
-    start_epoch = 0
-    if resume and (done := checkpoints.epochs_done()) is not None:
-        state, history = checkpoints.restore(done, like=state)
-        start_epoch = done
-
     try:
+        done = checkpoints.epochs_done() if resume else None
+        # with a checkpoint to restore, only the model's structure: the weights are not read again
+        pretrained = config.pretrained if done is None else None
+        model, variables = build_model(config, recipe, data, pretrained=pretrained)
+        if is_main and not resume:  # the run exists once its weights could be read
+            (workdir / "run.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        tx = make_optimizer(config, steps_per_epoch)
+        state = create_state(model, tx, data.train_images[: config.batch_size], config.seed, mesh, variables)
+        del variables  # the state holds them (replicated on the mesh)
+        steps = Steps(mesh)
+        key = jax.device_put(dropout_key(config.seed + 1), NamedSharding(mesh, P()))
+
+        history: list[dict] = []
+        start_epoch = 0
+        if done is not None:
+            state, history = checkpoints.restore(done, like=state)
+            start_epoch = done
+
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             order = epoch_order(config.seed, epoch, len(data.train_images), config.batch_size)
@@ -456,7 +527,26 @@ def train(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--arch", default=DEFAULT, choices=sorted(RECIPES), help=f"architecture (default {DEFAULT})"
+        "--arch",
+        default=DEFAULT,
+        metavar="ARCH",
+        help=f"one of the {len(RECIPES)} recipes, trained from scratch: {', '.join(sorted(RECIPES))} "
+        f"(default {DEFAULT}); or a pretrained preset (name or name.tag), see --pretrained: "
+        f"{', '.join(preset_names())}",
+    )
+    parser.add_argument(
+        "--pretrained",
+        metavar="hub|FILE",
+        help="fine-tune the preset --arch from weights: 'hub' downloads its published ones (the 'hub' "
+        "extra), FILE is a .safetensors file (or torch checkpoint) in timm's layout (default: the preset "
+        "from scratch). A preset's images are RGB (gray ones repeated) normalised with its weights' "
+        "mean and std",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="square image size (default: the recipe's; for a preset a small size it takes, e.g. 32 for "
+        "ViT's 16-pixel patches; its position embedding is resampled)",
     )
     parser.add_argument("--data", help="folder with one subfolder of images per class (default: digits)")
     parser.add_argument(
@@ -468,7 +558,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="continue the run in --workdir from its newest checkpoint (default: the newest run of --arch)",
     )
-    parser.add_argument("--epochs", type=int, help="default: the architecture's recipe (configs.py)")
+    parser.add_argument(
+        "--epochs", type=int, help="default: the architecture's recipe, or the presets' (configs.py)"
+    )
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
     parser.add_argument(
         "--learning-rate", type=float, help="peak AdamW learning rate (default: the recipe's)"
@@ -483,7 +575,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _resume_command(argv: list[str], workdir: Path) -> str:
+    """The command line that continues the run: the same options, ``--workdir`` and ``--resume``."""
+    options, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workdir":
+            skip = True
+        elif not (arg == "--resume" or arg.startswith("--workdir=")):
+            options.append(arg)
+    return shlex.join(["python", "examples/train.py", *options, "--workdir", str(workdir), "--resume"])
+
+
 def main(argv: list[str] | None = None) -> float:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.distributed:
         jax.distributed.initialize()
@@ -498,15 +604,26 @@ def main(argv: list[str] | None = None) -> float:
         seed=args.seed,
         dtype=args.dtype,
         test_fraction=args.test_fraction,
+        image_size=args.image_size,
+        pretrained=(
+            None
+            if args.pretrained is None
+            else HUB
+            if args.pretrained == HUB
+            else str(Path(args.pretrained).expanduser().absolute())
+        ),
     )
+    config.resolved()  # an unknown --arch, --pretrained for a recipe: stop before anything else
     if args.workdir is not None:
         workdir = Path(args.workdir)
     else:
         workdir = newest_workdir(args.arch) if args.resume else new_workdir(args.arch)
     if jax.process_index() == 0:
         devices = jax.devices()
+        weights = "" if config.pretrained is None else f", weights {config.pretrained}"
         print(
-            f"{args.arch}: {len(devices)} device(s) ({devices[0].platform}), {jax.process_count()} process(es)"
+            f"{args.arch}{weights}: {len(devices)} device(s) ({devices[0].platform}), "
+            f"{jax.process_count()} process(es)"
         )
     started = time.perf_counter()
     try:
@@ -514,7 +631,7 @@ def main(argv: list[str] | None = None) -> float:
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:
-        again = f"python examples/train.py --arch {args.arch} --workdir {workdir} --resume"
+        again = _resume_command(argv, workdir)
         raise SystemExit(
             f"\ninterrupted; the last finished epoch is checkpointed. To continue: {again}"
         ) from None

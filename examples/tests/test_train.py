@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import train
-from configs import RECIPES
+from configs import RECIPES, get_recipe
 from data import DataError, load_digits_dataset, load_folder_dataset
 
 HERE = Path(__file__).resolve().parent
@@ -239,6 +239,11 @@ def test_runs_do_not_mix(tmp_path):
         _run(tmp_path, data, epochs=2, resume=True)
     with pytest.raises(SystemExit, match="no run to resume"):
         _run(tmp_path / "elsewhere", data, resume=True)
+    # a run.json written before image_size and pretrained existed: they had their defaults
+    run_json = tmp_path / "run.json"
+    old = {k: v for k, v in json.loads(run_json.read_text()).items() if k not in ("image_size", "pretrained")}
+    run_json.write_text(json.dumps(old))
+    assert len(_run(tmp_path, data, epochs=1, resume=True)["history"]) == 1
 
 
 def test_each_run_gets_a_folder_of_its_own_and_resume_finds_the_newest(tmp_path):
@@ -286,3 +291,102 @@ def test_eight_simulated_devices_give_the_single_device_losses(arch):
     # three AdamW steps, dropout included, in float64: equal up to the order of the batch
     # reductions (float32 differs by ~1e-5 here: see sharded_losses.py)
     np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-12)
+
+
+# pretrained presets ---------------------------------------------------------------------------
+
+
+def test_a_pretrained_preset_fine_tunes_from_its_weights_and_resumes_without_them(
+    tmp_path, monkeypatch, capsys
+):
+    """``--arch <preset> --pretrained FILE``: the first step starts from the file's weights
+    (resampled to 32 x 32, a new 10-class head, blocks scanned), the digits are RGB normalised
+    with the weights' statistics, and a resumed run restores its checkpoint without the file."""
+    timm = pytest.importorskip("timm")
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    name = "vit_tiny_patch16_224"
+    state_dict = {k: np.ascontiguousarray(v.numpy()) for k, v in timm.create_model(name).state_dict().items()}
+    weights = tmp_path / "weights.safetensors"
+    safetensors_numpy.save_file(state_dict, str(weights))
+
+    initial = []
+    create_state = train.create_state
+
+    def spy(*args, **kwargs):
+        state = create_state(*args, **kwargs)
+        initial.append(jax.device_get(state.params))  # copied: the first step donates the state
+        return state
+
+    monkeypatch.setattr(train, "create_state", spy)
+    argv = ["--arch", name, "--pretrained", str(weights), "--epochs", "1", "--workdir", str(tmp_path / "run")]
+    accuracy = train.main([*argv, "--test-fraction", "0.8", "--no-progress"])  # five steps
+    out = capsys.readouterr().out
+    assert f"test accuracy: {accuracy:.4f}" in out and 0 <= accuracy <= 1
+
+    params = initial[0]
+    fc1 = params["transformer"]["layers"]["ff"]["fc1"]["kernel"]  # scan=True: stacked blocks
+    np.testing.assert_array_equal(fc1[3], state_dict["blocks.3.mlp.fc1.weight"].T)
+    patch = state_dict["patch_embed.proj.weight"].transpose(2, 3, 1, 0).reshape(16 * 16 * 3, 192)
+    np.testing.assert_array_equal(params["to_patch_embedding"]["proj"]["kernel"], patch)
+    assert params["embedding"]["pos_embedding"].shape == (1 + 2 * 2, 192)  # resampled to 32 x 32
+    assert params["mlp_head"]["kernel"].shape == (192, 10)  # a new head for the digits
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (saved["image_size"], saved["pretrained"], saved["learning_rate"]) == (32, str(weights), 1e-4)
+
+    weights.unlink()  # a resumed run restores its checkpoint: the weights are not read again
+    assert train.main([*argv, "--test-fraction", "0.8", "--no-progress", "--resume"]) == accuracy
+    with pytest.raises(SystemExit, match=r"pretrained: saved .*, now 'hub'"):
+        train.main([*argv[:2], "--pretrained", "hub", *argv[4:], "--test-fraction", "0.8", "--resume"])
+
+    # --pretrained hub: the published weights, here from an offline Hugging Face cache
+    pytest.importorskip("huggingface_hub")
+    from vit_layers_flax.testing import offline_hub
+
+    offline_hub(tmp_path / "hub", monkeypatch, {name: state_dict})
+    config = train.Config(arch=name, pretrained="hub").resolved()
+    recipe = get_recipe(name)
+    data = dataclasses.replace(load_digits_dataset(32), classes=tuple("abc"))  # three classes
+    _, variables = train.build_model(config, recipe, data.with_channels(3), pretrained="hub")
+    params = variables["params"]
+    np.testing.assert_array_equal(params["transformer"]["layers"]["ff"]["fc1"]["kernel"][3], fc1[3])
+    assert params["mlp_head"]["kernel"].shape == (192, 3)
+
+
+def test_digits_normalised_with_pretrained_statistics_are_rgb():
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    data = load_digits_dataset(16, normalize=(mean, std))
+    assert data.train_images.shape == (1437, 16, 16, 3) and data.test_images.shape == (360, 16, 16, 3)
+    raw = load_digits_dataset(16, normalize=((0.0,), (1.0,)))  # the images in [0, 1]
+    assert raw.train_images.min() == 0 and raw.train_images.max() == 1
+    expected = (raw.train_images - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    np.testing.assert_allclose(data.train_images, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--arch", "vit_tiny_patch16"],
+            r"--arch 'vit_tiny_patch16': not one of the 17 recipes.*"
+            r"nor a pretrained preset.*did you mean \['vit_tiny_patch16_384', 'vit_tiny_patch16_224'",
+        ),
+        (["--arch", "vti"], r"not one of the 17 recipes \(did you mean \['vit'"),
+        (
+            ["--arch", "vit", "--pretrained", "hub"],
+            "vit is a recipe, trained from scratch, with no pretrained",
+        ),
+        (
+            ["--arch", "vit_tiny_patch16_224", "--image-size", "40"],
+            r"--image-size 40: ViT: image_size \(40, 40\) must be divisible by patch_size \(16, 16\)",
+        ),
+        (
+            ["--arch", "vit_tiny_patch16_224", "--pretrained", "missing.safetensors"],
+            "missing.safetensors: no such",
+        ),
+    ],
+    ids=["unknown-preset", "unknown-recipe", "recipe-pretrained", "image-size", "missing-file"],
+)
+def test_arch_and_pretrained_errors_say_what_is_wrong(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        train.main([*argv, "--workdir", str(tmp_path / "run"), "--no-progress"])
+    assert not (tmp_path / "run" / "run.json").exists()
