@@ -25,6 +25,7 @@ from vit_layers_flax.conversion import (
     StateDict,
     adapt_input_channels,
     attention_params,
+    check_architecture,
     classifier_head_params,
     conv_feed_forward_params,
     feed_forward_params,
@@ -32,6 +33,7 @@ from vit_layers_flax.conversion import (
     patch_embedding_params,
     resample_position_embedding,
     stack_layers,
+    timm_block_params,
     transformer_params,
 )
 from vit_layers_flax.convolution import PEG, Conv, DepthwiseConv
@@ -111,6 +113,7 @@ __all__ = [
     "attention_weights",
     "block_features",
     "cast_tuple",
+    "check_architecture",
     "check_config",
     "check_images",
     "check_stage_size",
@@ -139,6 +142,7 @@ __all__ = [
     "resample_position_embedding",
     "split_qkv",
     "stack_layers",
+    "timm_block_params",
     "to_nnx",
     "token_map",
     "transformer_params",

@@ -354,3 +354,34 @@ def adapt_input_channels(weight: Any, channels: int) -> np.ndarray:
         )
     repeat = math.ceil(channels / 3)
     return (np.tile(weight, (1, repeat, 1, 1))[:, :channels] * (3 / channels)).astype(weight.dtype)
+
+
+def check_architecture(model: nn.Module, options: Mapping[str, Any], converter: str, source: str) -> None:
+    """Raise :class:`ConversionError` unless ``model``'s fields have the values ``options``
+    gives (the architecture a converter reads, e.g. timm's), naming each that differs."""
+    wrong = {k: getattr(model, k) for k, v in options.items() if getattr(model, k) != v}
+    if wrong:
+        expected = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        received = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
+        raise ConversionError(
+            f"{converter}: expected a {type(model).__name__} with {expected} ({source}'s architecture), "
+            f"received {received}"
+        )
+
+
+def timm_block_params(sd: StateDict, prefix: str) -> dict[str, Any]:
+    """timm's pre-norm ViT ``Block`` (``norm1``, ``attn.qkv`` with bias, ``attn.proj``,
+    ``norm2``, ``mlp.fc1``, ``mlp.fc2``) -> a :class:`~vit_layers_flax.TransformerBlock`'s
+    params (``Attention(qkv_bias=True)``)."""
+    return {
+        "attn": {
+            "norm": sd.layer_norm(_join(prefix, "norm1")),
+            "to_qkv": sd.linear(_join(prefix, "attn.qkv")),
+            "to_out": sd.linear(_join(prefix, "attn.proj")),
+        },
+        "ff": {
+            "norm": sd.layer_norm(_join(prefix, "norm2")),
+            "fc1": sd.linear(_join(prefix, "mlp.fc1")),
+            "fc2": sd.linear(_join(prefix, "mlp.fc2")),
+        },
+    }

@@ -12,6 +12,7 @@ from vit_layers_flax import (
     ConversionError,
     StateDict,
     adapt_input_channels,
+    check_architecture,
     classifier_head_params,
     feed_forward_params,
     model_variables,
@@ -132,11 +133,7 @@ def from_timm(state_dict: Mapping[str, Any], model: CaiT) -> dict[str, Any]:
     timm's loader does); everything else must match: missing, unexpected and mis-shaped keys
     raise :class:`ConversionError`.
     """
-    wrong = {k: getattr(model, k) for k, v in TIMM_ARCHITECTURE.items() if getattr(model, k) != v}
-    if wrong:
-        raise ConversionError(
-            f"from_timm: expected a CaiT with {TIMM_ARCHITECTURE} (timm's architecture), received {wrong}"
-        )
+    check_architecture(model, TIMM_ARCHITECTURE, "from_timm", "timm")
     if model.heads * model.dim_head != model.dim:
         raise ConversionError(
             f"from_timm: expected heads * dim_head == dim (timm's heads split dim), received "

@@ -16,6 +16,7 @@ from vit_layers_flax import (
     StateDict,
     adapt_input_channels,
     cast_tuple,
+    check_architecture,
     conv_feed_forward_params,
     model_variables,
 )
@@ -30,16 +31,6 @@ TIMM_ARCHITECTURE = dict(
 VIT_PYTORCH_ARCHITECTURE = dict(
     patch_norms=True, qkv_bias=False, norm_epsilon=1e-5, pos_emb_per_block=False, pool_padding="symmetric"
 )
-
-
-def _check_options(model: NesT, options: Mapping[str, Any], converter: str, source: str) -> None:
-    wrong = {k: getattr(model, k) for k, v in options.items() if getattr(model, k) != v}
-    if wrong:
-        expected = ", ".join(f"{k}={v!r}" for k, v in options.items())
-        received = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
-        raise ConversionError(
-            f"{converter}: expected a NesT with {expected} ({source}'s architecture), received {received}"
-        )
 
 
 def _hierarchy(sd: StateDict, prefix: str, depth: int, aggregate: bool) -> dict[str, Any]:
@@ -70,7 +61,7 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: NesT) -> dict[str, An
     reference's ``layers.{i}``) is ``stages_{i}``, the head's ``mlp_head.0`` / ``mlp_head.2`` are
     ``norm`` / ``head``; 1x1 convolutions become Dense kernels. A ``num_classes=0`` model has
     no ``head``: it takes a reference built with ``num_classes=0`` (an empty ``Linear``)."""
-    _check_options(model, VIT_PYTORCH_ARCHITECTURE, "from_vit_pytorch", "vit-pytorch")
+    check_architecture(model, VIT_PYTORCH_ARCHITECTURE, "from_vit_pytorch", "vit-pytorch")
     sd = StateDict(state_dict)
     params: dict[str, Any] = {
         "to_patch_embedding": {
@@ -151,7 +142,7 @@ def from_timm(state_dict: Mapping[str, Any], model: NesT) -> dict[str, Any]:
     dimension, then head: the output projection's rows are reordered. Everything else must
     match: missing, unexpected and mis-shaped keys raise :class:`ConversionError`.
     """
-    _check_options(
+    check_architecture(
         model, {k: v for k, v in TIMM_ARCHITECTURE.items() if k != "pool_padding"}, "from_timm", "timm"
     )
     sd = StateDict(state_dict)

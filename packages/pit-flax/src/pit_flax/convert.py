@@ -13,9 +13,11 @@ from vit_layers_flax import (
     ConversionError,
     StateDict,
     adapt_input_channels,
+    check_architecture,
     classifier_head_params,
     model_variables,
     resample_position_embedding,
+    timm_block_params,
     transformer_params,
 )
 
@@ -24,16 +26,6 @@ VIT_PYTORCH_OPTIONS = dict(
     qkv_bias=False, norm_epsilon=1e-5, pool_pointwise=True, class_token_position=True, distilled=False
 )
 TIMM_OPTIONS = dict(qkv_bias=True, norm_epsilon=1e-6, pool_pointwise=False, class_token_position=False)
-
-
-def _check_options(model: PiT, options: Mapping[str, Any], converter: str, source: str) -> None:
-    wrong = {k: getattr(model, k) for k, v in options.items() if getattr(model, k) != v}
-    if wrong:
-        expected = ", ".join(f"{k}={v!r}" for k, v in options.items())
-        received = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
-        raise ConversionError(
-            f"{converter}: expected a PiT with {expected} ({source}'s architecture), received {received}"
-        )
 
 
 def pool_params(sd: StateDict, prefix: str) -> dict[str, Any]:
@@ -51,7 +43,7 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: PiT) -> dict[str, Any
     transformers (``layers.{2i}`` -> ``stages_{i}``) and pools (``layers.{2i+1}`` ->
     ``pools_{i}``). With ``num_classes=0`` the head's LayerNorm is kept and its (empty)
     ``Linear(dim, 0)`` skipped."""
-    _check_options(model, VIT_PYTORCH_OPTIONS, "from_vit_pytorch", "vit-pytorch")
+    check_architecture(model, VIT_PYTORCH_OPTIONS, "from_vit_pytorch", "vit-pytorch")
     sd = StateDict(state_dict)
     params: dict[str, Any] = {
         "to_patch_embedding": sd.linear("to_patch_embedding.2"),  # after Unfold and Rearrange
@@ -101,7 +93,7 @@ def from_timm(state_dict: Mapping[str, Any], model: PiT) -> dict[str, Any]:
     and refuses another image size). Everything else must match: missing, unexpected and
     mis-shaped keys raise :class:`ConversionError`.
     """
-    _check_options(model, TIMM_OPTIONS, "from_timm", "timm")
+    check_architecture(model, TIMM_OPTIONS, "from_timm", "timm")
     sd = StateDict(_timm_names(state_dict))
     cls_token = sd["cls_token"]
     tokens = cls_token.shape[1] if cls_token.ndim == 3 and cls_token.shape[0] == 1 else None
@@ -131,23 +123,9 @@ def from_timm(state_dict: Mapping[str, Any], model: PiT) -> dict[str, Any]:
         },
     }
 
-    def block(prefix: str) -> dict[str, Any]:
-        return {
-            "attn": {
-                "norm": sd.layer_norm(f"{prefix}.norm1"),
-                "to_qkv": sd.linear(f"{prefix}.attn.qkv"),
-                "to_out": sd.linear(f"{prefix}.attn.proj"),
-            },
-            "ff": {
-                "norm": sd.layer_norm(f"{prefix}.norm2"),
-                "fc1": sd.linear(f"{prefix}.mlp.fc1"),
-                "fc2": sd.linear(f"{prefix}.mlp.fc2"),
-            },
-        }
-
     for i, stage in enumerate(model.stages):
         params[f"stages_{i}"] = {
-            f"layers_{j}": block(f"transformers.{i}.blocks.{j}") for j in range(stage.depth)
+            f"layers_{j}": timm_block_params(sd, f"transformers.{i}.blocks.{j}") for j in range(stage.depth)
         }
         if i:  # timm's stage i starts with the pool that follows our stage i - 1
             params[f"pools_{i - 1}"] = {

@@ -13,6 +13,7 @@ from vit_layers_flax import (
     ConversionError,
     StateDict,
     adapt_input_channels,
+    check_architecture,
     conv_feed_forward_params,
     model_variables,
 )
@@ -38,16 +39,6 @@ TIMM_ARCHITECTURE = dict(
     pad_windows=True,
     final_norm=True,
 )
-
-
-def _check_options(model: TwinsSVT, options: Mapping[str, Any], converter: str, source: str) -> None:
-    wrong = {k: getattr(model, k) for k, v in options.items() if getattr(model, k) != v}
-    if wrong:
-        expected = ", ".join(f"{k}={v!r}" for k, v in options.items())
-        received = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
-        raise ConversionError(
-            f"{converter}: expected a TwinsSVT with {expected} ({source}'s architecture), received {received}"
-        )
 
 
 def _patch_embedding(sd: StateDict, prefix: str, channels: int, patch_size: int) -> dict[str, Any]:
@@ -103,9 +94,9 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: TwinsSVT) -> dict[str
     ``num_classes=0`` model has no ``to_logits``: it takes a reference built with
     ``num_classes=0`` (whose ``Linear(dim, 0)`` is empty).
     """
-    _check_options(model, VIT_PYTORCH_ARCHITECTURE, "from_vit_pytorch", "vit-pytorch")
+    check_architecture(model, VIT_PYTORCH_ARCHITECTURE, "from_vit_pytorch", "vit-pytorch")
     heads = {f"s{s}_heads": HEADS for s in range(1, NUM_STAGES + 1)}
-    _check_options(model, dict(heads, dim_head=DIM_HEAD), "from_vit_pytorch", "vit-pytorch")
+    check_architecture(model, dict(heads, dim_head=DIM_HEAD), "from_vit_pytorch", "vit-pytorch")
     sd = StateDict(state_dict)
     params: dict[str, Any] = {}
     channels = model.channels
@@ -193,7 +184,7 @@ def from_timm(state_dict: Mapping[str, Any], model: TwinsSVT) -> dict[str, Any]:
     raise :class:`ConversionError`.
     """
     options = {k: v for k, v in TIMM_ARCHITECTURE.items() if k != "pad_windows"}
-    _check_options(model, options, "from_timm", "timm")
+    check_architecture(model, options, "from_timm", "timm")
     sd = StateDict(state_dict)
     params: dict[str, Any] = {}
     for s in range(NUM_STAGES):

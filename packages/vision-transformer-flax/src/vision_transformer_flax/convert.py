@@ -18,6 +18,7 @@ from vit_layers_flax import (
     pair,
     patch_embedding_params,
     resample_position_embedding,
+    timm_block_params,
     transformer_params,
 )
 
@@ -80,21 +81,6 @@ def from_timm(state_dict: Mapping[str, Any], model: ViT) -> dict[str, Any]:
     grid = tuple(i // p for i, p in zip(pair(model.image_size), (p1, p2), strict=True))
     pos_embedding = resample_position_embedding(sd["pos_embed"][0], grid, prefix_tokens=len(tokens))
 
-    def block(i: int) -> dict[str, Any]:
-        prefix = f"blocks.{i}"
-        return {
-            "attn": {
-                "norm": sd.layer_norm(f"{prefix}.norm1"),
-                "to_qkv": sd.linear(f"{prefix}.attn.qkv"),
-                "to_out": sd.linear(f"{prefix}.attn.proj"),
-            },
-            "ff": {
-                "norm": sd.layer_norm(f"{prefix}.norm2"),
-                "fc1": sd.linear(f"{prefix}.mlp.fc1"),
-                "fc2": sd.linear(f"{prefix}.mlp.fc2"),
-            },
-        }
-
     params = {
         "to_patch_embedding": {"proj": {"kernel": kernel, "bias": sd["patch_embed.proj.bias"]}},
         "embedding": {
@@ -102,7 +88,7 @@ def from_timm(state_dict: Mapping[str, Any], model: ViT) -> dict[str, Any]:
             "pos_embedding": pos_embedding,
         },
         "transformer": {
-            **{f"layers_{i}": block(i) for i in range(model.depth)},
+            **{f"layers_{i}": timm_block_params(sd, f"blocks.{i}") for i in range(model.depth)},
             "norm": sd.layer_norm("norm"),
         },
     }
