@@ -75,7 +75,7 @@ def test_resample_position_embedding_is_timms(old, new):
         torch.from_numpy(pos)[None], list(new), old_size=list(old), num_prefix_tokens=2
     )[0].numpy()
     ours = resample_position_embedding(pos, new, prefix_tokens=2, old_grid=old)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=2e-6)
 
 
 @pytest.mark.parity
@@ -143,3 +143,43 @@ def test_installed_packages_register_through_the_entry_point_group():
         presets = point.load()
         assert all(isinstance(p, Preset) for p in presets.values()), point.value
     assert set(list_models()) == {name for point in points for name in point.load()}
+
+
+@pytest.mark.parametrize("filename", ["model.safetensors", "pytorch_model.bin"])
+def test_offline_hub_writes_the_published_format(fake_registry, tmp_path, monkeypatch, filename):
+    pytest.importorskip("huggingface_hub")
+    pytest.importorskip("safetensors")
+    if filename.endswith(".bin"):
+        pytest.importorskip("torch")
+    from vit_layers_flax.checkpoint import load_torch_state_dict
+    from vit_layers_flax.registry import download_weights
+    from vit_layers_flax.testing import offline_hub
+
+    weights = PretrainedConfig("org/tiny.a", 10, (32, 32), (0.5,) * 3, (0.5,) * 3, filename=filename)
+    fake_registry[0]._presets["tiny_a"] = Preset(dict, {}, None, weights={"a": weights})
+    state_dict = {"head.weight": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    offline_hub(tmp_path, monkeypatch, {"tiny_a": state_dict})
+    path = download_weights(weights)
+    assert path.endswith(filename)
+    if filename.endswith(".bin"):  # a torch zip archive, as the publisher's file is
+        with open(path, "rb") as f:
+            assert f.read(2) == b"PK"
+    np.testing.assert_array_equal(load_torch_state_dict(path)["head.weight"], state_dict["head.weight"])
+
+
+@pytest.mark.parametrize("size_in,size_out", [(7, 5), (5, 7), (14, 16), (240, 224)])
+def test_resize_bicubic_is_torchs(size_in, size_out):
+    torch = pytest.importorskip("torch")
+    from vit_layers_flax import resize_bicubic
+
+    x = np.random.default_rng(0).normal(size=(2, size_in, size_in + 1, 3)).astype(np.float32)
+    theirs = torch.nn.functional.interpolate(
+        torch.from_numpy(x).permute(0, 3, 1, 2),
+        size=(size_out, size_out + 2),
+        mode="bicubic",
+        align_corners=False,
+    )
+    ours = jax.jit(lambda x: resize_bicubic(x, (size_out, size_out + 2)))(x)
+    np.testing.assert_allclose(np.asarray(ours), theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=2e-6)
+    with pytest.raises(ValueError, match=r"one size per axis \(1, 2\), received \(4,\)"):
+        resize_bicubic(x, (4,))

@@ -64,6 +64,7 @@ from vit_layers_flax.registry import (
     list_models,
     pretrained_config,
 )
+from vit_layers_flax.resize import resize_bicubic, torch_bicubic_matrix
 from vit_layers_flax.transformer import Transformer, TransformerBlock, apply_blocks
 from vit_layers_flax.unfold import unfold
 from vit_layers_flax.validation import (
@@ -140,11 +141,13 @@ __all__ = [
     "posemb_sincos_2d",
     "pretrained_config",
     "resample_position_embedding",
+    "resize_bicubic",
     "split_qkv",
     "stack_layers",
     "timm_block_params",
     "to_nnx",
     "token_map",
+    "torch_bicubic_matrix",
     "transformer_params",
     "unfold",
 ]

@@ -19,6 +19,7 @@ from vit_layers_flax import (
     check_architecture,
     conv_feed_forward_params,
     model_variables,
+    torch_bicubic_matrix,
 )
 
 #: the options of :class:`NesT` that make the original (Google's JAX, timm's) architecture, and
@@ -81,27 +82,6 @@ def from_vit_pytorch(state_dict: Mapping[str, Any], model: NesT) -> dict[str, An
     return model_variables(sd, {"params": params}, model, sample)
 
 
-def _bicubic_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """``(size_out, size_in)``: torch's ``F.interpolate(mode='bicubic', align_corners=False)``
-    along one axis (no antialiasing; Keys' cubic with ``A = -0.75``; source indices clamped to
-    the edge), as a matrix."""
-    a = -0.75
-    matrix = np.zeros((size_out, size_in))
-    for i in range(size_out):
-        source = (i + 0.5) * size_in / size_out - 0.5
-        first = math.floor(source)
-        t = source - first
-        weights = (
-            ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
-            ((a + 2) * t - (a + 3)) * t * t + 1,
-            ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
-            ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
-        )
-        for k, weight in enumerate(weights):
-            matrix[i, min(max(first - 1 + k, 0), size_in - 1)] += weight
-    return matrix
-
-
 def resample_block_position_embedding(pos_embed: Any, block_side: int) -> np.ndarray:
     """A level's position embedding ``(blocks, n, dim)`` (a square grid of square blocks of ``n``
     positions, in timm's ``blockify`` order) resampled to blocks of ``block_side ** 2``
@@ -119,7 +99,7 @@ def resample_block_position_embedding(pos_embed: Any, block_side: int) -> np.nda
         return pos
     # (x y) blocks of (w1 w2) positions -> the (x w1) (y w2) map
     full = pos.reshape(grid, grid, side, side, dim).transpose(0, 2, 1, 3, 4).reshape(grid * side, -1, dim)
-    matrix = _bicubic_matrix(grid * side, grid * block_side)
+    matrix = torch_bicubic_matrix(grid * side, grid * block_side)
     resized = np.tensordot(matrix, full.astype(np.float64), axes=(1, 0))  # rows, then columns
     resized = np.tensordot(matrix, resized, axes=(1, 1))  # (j, i, d)
     resized = resized.transpose(1, 0, 2)

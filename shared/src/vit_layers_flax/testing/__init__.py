@@ -29,10 +29,14 @@ from vit_layers_flax.testing.readme import readme_python_blocks, run_readme_usag
 from vit_layers_flax.testing.reference import (
     build_reference,
     build_timm_reference,
+    check_timm_pretrained_configs,
     load_reference,
+    numpy_state_dict,
     parameter_count,
     perturb,
     reference_outputs,
+    sample_images,
+    timm_features,
 )
 
 __all__ = [
@@ -45,8 +49,10 @@ __all__ = [
     "assert_parity",
     "build_reference",
     "build_timm_reference",
+    "check_timm_pretrained_configs",
     "enable_x64",
     "load_reference",
+    "numpy_state_dict",
     "offline_hub",
     "parameter_count",
     "perturb",
@@ -55,4 +61,6 @@ __all__ = [
     "reference_outputs",
     "relative_error",
     "run_readme_usage",
+    "sample_images",
+    "timm_features",
 ]

@@ -17,7 +17,9 @@ def offline_hub(cache: str | Path, monkeypatch, weights: Mapping[str, Mapping[st
     """Write ``weights`` (preset name -> state_dict) into ``cache`` as each name's published
     file, in the hub's layout (``models--<org>--<repo>/refs/main``,
     ``snapshots/<commit>/<filename>``), and point ``huggingface_hub`` at it, offline
-    (``HF_HUB_OFFLINE=1``), through pytest's ``monkeypatch``."""
+    (``HF_HUB_OFFLINE=1``), through pytest's ``monkeypatch``. A ``.safetensors`` filename is
+    written with safetensors, any other (``pytorch_model.bin``) with ``torch.save``, as the
+    publisher's file is."""
     from huggingface_hub import constants
     from safetensors.numpy import save_file
 
@@ -31,7 +33,12 @@ def offline_hub(cache: str | Path, monkeypatch, weights: Mapping[str, Mapping[st
         (snapshot.parents[1] / "refs").mkdir()
         (snapshot.parents[1] / "refs" / "main").write_text(COMMIT)
         arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in state_dict.items()}
-        save_file(arrays, str(snapshot / config.filename))
+        if config.filename.endswith(".safetensors"):
+            save_file(arrays, str(snapshot / config.filename))
+        else:
+            import torch
+
+            torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, snapshot / config.filename)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))

@@ -89,3 +89,54 @@ def reference_outputs(model, images_nhwc: np.ndarray, **kwargs) -> list[np.ndarr
 def parameter_count(model) -> int:
     """Number of trainable parameters of a torch module (buffers excluded)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def timm_features(model, images_nhwc: np.ndarray, *, pre_logits: bool = False) -> np.ndarray:
+    """A timm model's logits (or, with ``pre_logits``, its pooled features) of NHWC images."""
+    import torch
+
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(np.array(images_nhwc).transpose(0, 3, 1, 2)))
+        return model.forward_head(model.forward_features(x), pre_logits=pre_logits).numpy()
+
+
+def numpy_state_dict(model) -> dict[str, np.ndarray]:
+    """A torch model's ``state_dict`` as numpy arrays (what a converter takes)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def sample_images(model, batch: int = 2, seed: int = 7) -> np.ndarray:
+    """Standard-normal float32 images of ``model.sample_input(batch)``'s shape."""
+    import jax
+    import jax.numpy as jnp
+
+    shape = model.sample_input(batch).shape
+    return np.asarray(jax.random.normal(jax.random.key(seed), shape, jnp.float32))
+
+
+def check_timm_pretrained_configs(presets, pattern: str | None) -> None:
+    """Assert that ``presets`` (name -> ``Preset``) are the names timm lists with weights for
+    ``pattern`` (``None``: a selection, not checked), each with every tag timm lists (its
+    default first) and timm's pretrained configuration (hub id, classes, input size,
+    mean/std, crop, interpolation, licence, classifier keys). The architecture check stays
+    with each package."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    if pattern is not None:
+        assert sorted(presets) == sorted({n.split(".")[0] for n in timm.list_pretrained(pattern)})
+    for name, preset in presets.items():
+        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{name}.*")]
+        assert sorted(preset.weights) == sorted(tags), name
+        assert next(iter(preset.weights)) == get_pretrained_cfg(name).tag, name
+        for tag, ours in preset.weights.items():
+            theirs = get_pretrained_cfg(f"{name}.{tag}").to_dict()
+            case = f"{name}.{tag}"
+            assert ours.hub_id == theirs["hf_hub_id"], case
+            assert ours.num_classes == theirs["num_classes"], case
+            assert (3, *ours.input_size) == tuple(theirs["input_size"]), case
+            assert (tuple(ours.mean), tuple(ours.std)) == (tuple(theirs["mean"]), tuple(theirs["std"])), case
+            assert (ours.crop_pct, ours.interpolation) == (theirs["crop_pct"], theirs["interpolation"]), case
+            assert ours.license == theirs["license"], case
+            classifier = theirs["classifier"]
+            assert preset.classifier == (classifier if isinstance(classifier, tuple) else (classifier,)), case
