@@ -24,10 +24,13 @@ from vit_layers_flax import ConversionError, create_model, get_preset, list_mode
 from vit_layers_flax.testing import (
     assert_parity,
     build_timm_reference,
+    check_timm_pretrained_configs,
+    numpy_state_dict,
     offline_hub,
     random_variables,
-    reference_outputs,
     relative_error,
+    sample_images,
+    timm_features,
 )
 from vit_layers_flax.testing.readme import run_readme_usage
 
@@ -38,27 +41,6 @@ SMALLEST = "nest_tiny_jx"
 ALL_PRESETS = os.environ.get("VIT_FLAX_ALL_PRESETS") == "1"
 #: a NesT-T with one block a level on 32-pixel images (a 2 x 2 patch block), for tests that compile
 TINY = dict(image_size=32, block_repeats=(1, 1, 1))
-
-
-def timm_features(model, images, pre_logits=False):
-    """timm's logits (or, with ``pre_logits``, the pooled features) of NHWC ``images``."""
-    if not pre_logits:
-        return reference_outputs(model, images)
-    import torch
-
-    with torch.no_grad():
-        x = torch.from_numpy(np.array(images).transpose(0, 3, 1, 2))
-        return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
-
-
-def numpy_state_dict(model):
-    """A torch model's state_dict as numpy arrays."""
-    return {k: v.numpy() for k, v in model.state_dict().items()}
-
-
-def images_for(model, batch=1, seed=7):
-    shape = model.sample_input(batch).shape
-    return np.asarray(jax.random.normal(jax.random.key(seed), shape, jnp.float32))
 
 
 def assert_same_variables(ours, theirs):
@@ -133,7 +115,6 @@ def test_presets_are_timms(monkeypatch):
     timm = pytest.importorskip("timm")
     import torch
     from timm.layers.pool2d_same import MaxPool2dSame
-    from timm.models import get_pretrained_cfg
 
     nest_module = importlib.import_module("timm.models.nest")
     build, built_with = nest_module.build_model_with_cfg, {}
@@ -143,20 +124,8 @@ def test_presets_are_timms(monkeypatch):
         return build(cls, variant, pretrained, **kwargs)
 
     monkeypatch.setattr(nest_module, "build_model_with_cfg", recording)
-    assert sorted(PRESETS) == sorted({n.split(".")[0] for n in timm.list_pretrained("nest_*")})
+    check_timm_pretrained_configs(PRESETS, "nest_*")
     for name, preset in PRESETS.items():
-        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{name}.*")]
-        assert sorted(preset.weights) == sorted(tags), name
-        assert next(iter(preset.weights)) == get_pretrained_cfg(name).tag, name
-        for tag, ours in preset.weights.items():
-            theirs = get_pretrained_cfg(f"{name}.{tag}").to_dict()
-            assert ours.hub_id == theirs["hf_hub_id"]
-            assert ours.num_classes == theirs["num_classes"]
-            assert (3, *ours.input_size) == theirs["input_size"]
-            assert (ours.mean, ours.std) == (theirs["mean"], theirs["std"])
-            assert (ours.crop_pct, ours.interpolation) == (theirs["crop_pct"], theirs["interpolation"])
-            assert ours.license == theirs["license"]
-            assert preset.classifier == (theirs["classifier"],)
         with torch.device("meta"):
             reference = timm.create_model(name, pretrained=False)
         model = preset.build(scan=True)
@@ -210,7 +179,7 @@ def test_logits_match_timm(name, request):
         weights = numpy_state_dict(reference)
     model = PRESETS[name].build(scan=True, num_classes=reference.num_classes)
     variables = from_timm(weights, model)
-    images = images_for(model)
+    images = sample_images(model, batch=1)
     ours = jax.jit(model.apply)(variables, images)
     assert_parity(ours, timm_features(reference, images), suite="timm", case=name)
 
@@ -243,7 +212,7 @@ def test_other_size_and_channels_load_as_timm_loads_them(nest_file, tmp_path):
         in_chans=1,
     ).eval()
     model, variables = create_model(SMALLEST, pretrained=path, image_size=64, channels=1, scan=True)
-    images = images_for(model, batch=2)
+    images = sample_images(model, batch=2)
     features = jax.jit(lambda v, x: model.apply(v, x, pre_logits=True))(variables, images)
     theirs = timm_features(reference, images, pre_logits=True)
     assert_parity(features, theirs, suite="timm", case=f"{SMALLEST}/64px/1ch/pre_logits")

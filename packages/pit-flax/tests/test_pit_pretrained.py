@@ -21,9 +21,12 @@ from vit_layers_flax import (
 from vit_layers_flax.testing import (
     assert_parity,
     build_timm_reference,
+    check_timm_pretrained_configs,
+    numpy_state_dict,
     offline_hub,
     random_variables,
-    reference_outputs,
+    sample_images,
+    timm_features,
 )
 from vit_layers_flax.testing.readme import run_readme_usage
 
@@ -35,27 +38,6 @@ parity = pytest.mark.parity
 CI_PRESETS = {"pit_ti_224"}
 ALL_PRESETS = os.environ.get("VIT_FLAX_ALL_PRESETS") == "1"
 DISTILLED = "pit_ti_distilled_224"
-
-
-def timm_features(model, images, pre_logits=False):
-    """timm's logits (or, with ``pre_logits``, the pooled features) of NHWC ``images``."""
-    if not pre_logits:
-        return reference_outputs(model, images)
-    import torch
-
-    with torch.no_grad():
-        x = torch.from_numpy(np.array(images).transpose(0, 3, 1, 2))
-        return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
-
-
-def numpy_state_dict(model):
-    """A torch model's state_dict as numpy arrays."""
-    return {k: v.numpy() for k, v in model.state_dict().items()}
-
-
-def images_for(model, batch=2, seed=7):
-    shape = model.sample_input(batch).shape
-    return np.asarray(jax.random.normal(jax.random.key(seed), shape, jnp.float32))
 
 
 def test_list_models_lists_the_8_presets():
@@ -71,23 +53,9 @@ def test_presets_are_timms():
     tag timm lists, default first, with timm's pretrained configuration."""
     timm = pytest.importorskip("timm")
     import torch
-    from timm.models import get_pretrained_cfg
 
-    assert sorted(PRESETS) == sorted({n.split(".")[0] for n in timm.list_pretrained("pit_*")})
+    check_timm_pretrained_configs(PRESETS, "pit_*")
     for name, preset in PRESETS.items():
-        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{name}.*")]
-        assert sorted(preset.weights) == sorted(tags), name
-        assert next(iter(preset.weights)) == get_pretrained_cfg(name).tag, name
-        for tag, ours in preset.weights.items():
-            theirs = get_pretrained_cfg(f"{name}.{tag}").to_dict()
-            assert ours.hub_id == theirs["hf_hub_id"]
-            assert ours.num_classes == theirs["num_classes"]
-            assert (3, *ours.input_size) == theirs["input_size"]
-            assert (ours.mean, ours.std) == (theirs["mean"], theirs["std"])
-            assert (ours.crop_pct, ours.interpolation) == (theirs["crop_pct"], theirs["interpolation"])
-            assert ours.license == theirs["license"]
-            classifier = theirs["classifier"]
-            assert preset.classifier == (classifier if isinstance(classifier, tuple) else (classifier,))
         with torch.device("meta"):
             reference = timm.create_model(name, pretrained=False)
         model = preset.build(scan=True)
@@ -121,7 +89,7 @@ def test_logits_match_timm(name):
     reference = build_timm_reference(name)
     model = PRESETS[name].build(scan=True, num_classes=reference.num_classes)
     variables = from_timm(numpy_state_dict(reference), model)
-    images = images_for(model)
+    images = sample_images(model)
     ours = jax.jit(model.apply)(variables, images)
     assert_parity(ours, timm_features(reference, images), suite="timm", case=name)
 
@@ -145,7 +113,7 @@ def test_create_model_from_a_file_matches_timm(distilled_file):
     path, _, reference = distilled_file
     model, variables = create_model(DISTILLED, pretrained=path, scan=True)
     assert model.num_classes == 1000 and model.distilled
-    images = images_for(model)
+    images = sample_images(model)
     ours = jax.jit(model.apply)(variables, images)
     assert_parity(ours, timm_features(reference, images), suite="timm", case=f"{DISTILLED}/file")
 
@@ -188,7 +156,7 @@ def test_other_size_classes_and_channels_load_as_timm_loads_them(distilled_file,
         rng=jax.random.key(3),
         scan=True,
     )
-    images = images_for(model)
+    images = sample_images(model)
     features = jax.jit(lambda v, x: model.apply(v, x, pre_logits=True))(variables, images)
     theirs = timm_features(reference, images, pre_logits=True)
     assert_parity(features, theirs, suite="timm", case=f"{DISTILLED}/64px/{channels}ch/pre_logits")
@@ -371,7 +339,7 @@ def test_timm_architecture_layout_and_distilled_heads():
         num_classes=5,
     )
     model = PiT(**config)
-    images = images_for(model)
+    images = sample_images(model)
     variables = random_variables(model, model.sample_input(2))
     shapes = jax.tree.map(jnp.shape, variables["params"])
     assert shapes["embedding"] == {"cls_token": (2, 64), "pos_embedding": (3 * 3, 64)}

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from twins_svt_flax import PRESETS, TwinsSVT, from_timm, from_vit_pytorch
@@ -15,9 +14,12 @@ from vit_layers_flax import ConversionError, InputSizes, create_model, get_prese
 from vit_layers_flax.testing import (
     assert_parity,
     build_timm_reference,
+    check_timm_pretrained_configs,
+    numpy_state_dict,
     offline_hub,
     random_variables,
-    reference_outputs,
+    sample_images,
+    timm_features,
 )
 from vit_layers_flax.testing.readme import run_readme_usage
 
@@ -28,27 +30,6 @@ parity = pytest.mark.parity
 #: (VIT_FLAX_ALL_PRESETS=1) checks all
 SMALLEST = "twins_svt_small"
 ALL_PRESETS = os.environ.get("VIT_FLAX_ALL_PRESETS") == "1"
-
-
-def timm_features(model, images, pre_logits=False):
-    """timm's logits (or, with ``pre_logits``, the pooled features) of NHWC ``images``."""
-    if not pre_logits:
-        return reference_outputs(model, images)
-    import torch
-
-    with torch.no_grad():
-        x = torch.from_numpy(np.array(images).transpose(0, 3, 1, 2))
-        return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
-
-
-def numpy_state_dict(model):
-    """A torch model's state_dict as numpy arrays."""
-    return {k: v.numpy() for k, v in model.state_dict().items()}
-
-
-def images_for(model, batch=2, seed=7):
-    shape = model.sample_input(batch).shape
-    return np.asarray(jax.random.normal(jax.random.key(seed), shape, jnp.float32))
 
 
 def timm_state_dict(model, variables):
@@ -127,22 +108,9 @@ def test_presets_are_timms():
     configuration."""
     timm = pytest.importorskip("timm")
     import torch
-    from timm.models import get_pretrained_cfg
 
-    assert sorted(PRESETS) == sorted({n.split(".")[0] for n in timm.list_pretrained("twins_svt_*")})
+    check_timm_pretrained_configs(PRESETS, "twins_svt_*")
     for name, preset in PRESETS.items():
-        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{name}.*")]
-        assert sorted(preset.weights) == sorted(tags), name
-        assert next(iter(preset.weights)) == get_pretrained_cfg(name).tag, name
-        for tag, ours in preset.weights.items():
-            theirs = get_pretrained_cfg(f"{name}.{tag}").to_dict()
-            assert ours.hub_id == theirs["hf_hub_id"]
-            assert ours.num_classes == theirs["num_classes"]
-            assert (3, *ours.input_size) == theirs["input_size"]
-            assert (ours.mean, ours.std) == (theirs["mean"], theirs["std"])
-            assert (ours.crop_pct, ours.interpolation) == (theirs["crop_pct"], theirs["interpolation"])
-            assert ours.license == theirs["license"]
-            assert preset.classifier == (theirs["classifier"],)
         with torch.device("meta"):
             reference = timm.create_model(name, pretrained=False)
         model = preset.build(scan=True)
@@ -214,7 +182,7 @@ def test_logits_match_timm(name):
     reference = build_timm_reference(name)
     model = PRESETS[name].build(scan=True, num_classes=reference.num_classes)
     variables = from_timm(numpy_state_dict(reference), model)
-    images = images_for(model)
+    images = sample_images(model)
     ours = jax.jit(model.apply)(variables, images)
     assert_parity(ours, timm_features(reference, images), suite="timm", case=name)
 

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from vision_transformer_flax import PRESETS, ViT, from_timm
@@ -20,8 +19,11 @@ from vit_layers_flax import (
 from vit_layers_flax.testing import (
     assert_parity,
     build_timm_reference,
+    check_timm_pretrained_configs,
+    numpy_state_dict,
     offline_hub,
-    reference_outputs,
+    sample_images,
+    timm_features,
 )
 from vit_layers_flax.testing.readme import run_readme_usage
 
@@ -30,27 +32,6 @@ parity = pytest.mark.parity
 #: the presets checked in CI; ``nox -s pretrained_parity`` (VIT_FLAX_ALL_PRESETS=1) checks all
 CI_PRESETS = {name for name in PRESETS if "_tiny_" in name or "_small_" in name}
 ALL_PRESETS = os.environ.get("VIT_FLAX_ALL_PRESETS") == "1"
-
-
-def timm_features(model, images, pre_logits=False):
-    """timm's logits (or, with ``pre_logits``, the pooled features) of NHWC ``images``."""
-    if not pre_logits:
-        return reference_outputs(model, images)
-    import torch
-
-    with torch.no_grad():
-        x = torch.from_numpy(np.array(images).transpose(0, 3, 1, 2))
-        return model.forward_head(model.forward_features(x), pre_logits=True).numpy()
-
-
-def numpy_state_dict(model):
-    """A torch model's state_dict as numpy arrays."""
-    return {k: v.numpy() for k, v in model.state_dict().items()}
-
-
-def images_for(model, batch=2, seed=7):
-    shape = model.sample_input(batch).shape
-    return np.asarray(jax.random.normal(jax.random.key(seed), shape, jnp.float32))
 
 
 def test_list_models_lists_the_25_presets():
@@ -66,20 +47,9 @@ def test_presets_are_timms():
     timm's pretrained configuration."""
     timm = pytest.importorskip("timm")
     import torch
-    from timm.models import get_pretrained_cfg
 
+    check_timm_pretrained_configs(PRESETS, None)
     for name, preset in PRESETS.items():
-        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{name}.*")]
-        assert sorted(preset.weights) == sorted(tags), name
-        assert next(iter(preset.weights)) == get_pretrained_cfg(name).tag, name
-        for tag, ours in preset.weights.items():
-            theirs = get_pretrained_cfg(f"{name}.{tag}").to_dict()
-            assert ours.hub_id == theirs["hf_hub_id"]
-            assert ours.num_classes == theirs["num_classes"]
-            assert (3, *ours.input_size) == theirs["input_size"]
-            assert (ours.mean, ours.std) == (theirs["mean"], theirs["std"])
-            assert (ours.crop_pct, ours.interpolation) == (theirs["crop_pct"], theirs["interpolation"])
-            assert ours.license == theirs["license"]
         with torch.device("meta"):
             reference = timm.create_model(name, pretrained=False)
         model = preset.build()
@@ -109,7 +79,7 @@ def test_logits_match_timm(name):
     reference = build_timm_reference(name)
     model = PRESETS[name].build(scan=True, num_classes=reference.num_classes)
     variables = from_timm(numpy_state_dict(reference), model)
-    images = images_for(model)
+    images = sample_images(model)
     ours = jax.jit(model.apply)(variables, images)
     assert_parity(ours, timm_features(reference, images), suite="timm", case=name)
 
@@ -131,7 +101,7 @@ def test_create_model_from_a_file_matches_timm(deit_file):
     path, _, reference = deit_file
     model, variables = create_model("deit_tiny_distilled_patch16_224", pretrained=path, scan=True)
     assert model.num_classes == 1000 and model.distilled
-    images = images_for(model)
+    images = sample_images(model)
     ours = jax.jit(model.apply)(variables, images)
     assert_parity(ours, timm_features(reference, images), suite="timm", case="deit_tiny_distilled/file")
 
@@ -161,7 +131,7 @@ def test_other_size_classes_and_channels_load_as_timm_loads_them(deit_file, chan
         channels=channels,
         rng=jax.random.key(3),
     )
-    images = images_for(model)
+    images = sample_images(model)
     features = jax.jit(lambda v, x: model.apply(v, x, pre_logits=True))(variables, images)
     theirs = timm_features(reference, images, pre_logits=True)
     assert_parity(features, theirs, suite="timm", case=f"deit_tiny_distilled/96px/{channels}ch/pre_logits")
@@ -295,7 +265,7 @@ def test_distilled_heads_and_features():
     ``num_classes=0`` give the mean of both tokens; maps drop both tokens."""
     config = dict(PRESETS["deit_tiny_distilled_patch16_224"].config, image_size=32, depth=2, num_classes=5)
     model = ViT(**config)
-    images = images_for(model)
+    images = sample_images(model)
     variables = model.init(jax.random.key(0), images)
     params = variables["params"]
     assert params["embedding"]["cls_token"].shape == (2, 192)
