@@ -58,6 +58,8 @@ TORCHVISION = "torchvision==0.29.1"
 REFERENCE = "vit-pytorch==1.26.11"
 #: the reference of the pretrained presets (their architectures and weight layouts)
 TIMM = "timm==1.0.29"
+#: the reference of CvT's pretrained presets (Hugging Face's ``CvtForImageClassification``)
+TRANSFORMERS = "transformers==5.18.0"
 #: the oldest versions the distributions declare (keep in step with their pyproject.toml)
 MIN_VERSIONS = [
     "jax==0.4.36",
@@ -177,7 +179,7 @@ def tests(session: nox.Session, dist: str, backend: str) -> None:
 def parity(session: nox.Session, dist: str) -> None:
     """The tests against the references, vit-pytorch and timm (float32, CPU)."""
     env = _pip_find_links()
-    _install_dist(session, dist, TORCH, TORCHVISION, TIMM, "einops", env=env)
+    _install_dist(session, dist, TORCH, TORCHVISION, TIMM, TRANSFORMERS, "einops", env=env)
     _install_reference(session, env)
     _pytest(session, _tests_dir(dist), "-m", "parity")
 
@@ -198,6 +200,7 @@ def suite(session: nox.Session) -> None:
         TORCH,
         TORCHVISION,
         TIMM,
+        TRANSFORMERS,
         "einops",
         env=env,
     )
@@ -212,7 +215,7 @@ def suite(session: nox.Session) -> None:
 
 @nox.session
 def pretrained_parity(session: nox.Session) -> None:
-    """Every pretrained preset of every distribution against timm, at its full size and input
+    """Every pretrained preset of every distribution against timm (CvT: transformers), at its full size and input
     size (the suite runs the tiny and small ones); minutes per large preset on a CPU."""
     env = _pip_find_links()
     session.install(
@@ -223,6 +226,7 @@ def pretrained_parity(session: nox.Session) -> None:
         TORCH,
         TORCHVISION,
         TIMM,
+        TRANSFORMERS,
         env=env,
     )
     tests = sorted(str(p) for d in DISTS for p in (DISTS[d] / "tests").glob("test_*pretrained.py"))
