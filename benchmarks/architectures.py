@@ -4,6 +4,10 @@
   ``CONFIGS["readme"]``), 3 channels.
 * ``small``: the training recipe's configuration (``CONFIGS["small"]``, at
   ``examples/configs.py``'s image size), 3 channels and 10 classes.
+* ``paper``: one paper-size variant per architecture (:data:`PAPER`: ViT-S/16, CaiT-XXS-24,
+  CvT-13, LeViT-128 ...), with the reference's hyperparameters, at 224 px and 1000 classes
+  (or the size and classes the paper trains with: CrossViT 240 px, ViT for small datasets
+  Tiny-ImageNet's 64 px and 200), to compare speed at the sizes people train.
 * ``b16``: ViT-B/16 at 224x224 (ViT only: ``CONFIGS["vit_b16"]``), for model FLOPs
   utilisation on a GPU.
 
@@ -114,7 +118,31 @@ def _image_size(arch: str, kwargs: Mapping[str, Any], at_least: int = 224) -> in
     return sizes.minimum + -(-(at_least - sizes.minimum) // sizes.step) * sizes.step
 
 
-CONFIG_NAMES = ("small", "readme", "b16")
+CONFIG_NAMES = ("small", "readme", "paper", "b16")
+
+#: each architecture's paper-size configuration: the name of one of its package's
+#: ``CONFIGS``, or (PatchMerger, which defines no variants of its own) the keywords
+PAPER: dict[str, str | dict[str, Any]] = {
+    "vit": "vit_s16",
+    "simple-vit": "vit_s16",
+    "deepvit": "deepvit_16b",
+    "cait": "cait_xxs24",
+    "parallel-vit": "vit_s18x2",
+    # ViT-S/16 merging to 8 tokens after half its blocks, as the README's usage places it
+    "patch-merger": dict(image_size=224, patch_size=16, num_classes=1000, dim=384, depth=12, heads=6,
+                         dim_head=64, mlp_dim=1536, patch_merge_layer=6, patch_merge_num_tokens=8),
+    "vit-small-datasets": "sl_vit_tiny_imagenet",
+    "t2t-vit": "t2t_vit_14",
+    "pit": "pit_s",
+    "cvt": "cvt_13",
+    "levit": "levit_128",
+    "nest": "nest_t",
+    "crossvit": "crossvit_s",
+    "twins-svt": "twins_svt_s",
+    "crossformer": "crossformer_t",
+    "regionvit": "regionvit_ti",
+    "scalablevit": "scalablevit_s",
+}  # fmt: skip
 
 
 def config(arch: str, name: str) -> Config | None:
@@ -126,6 +154,11 @@ def config(arch: str, name: str) -> Config | None:
         recipe = RECIPES[arch]
         kwargs = dict(recipe.kwargs, num_classes=10, channels=3, image_size=recipe.image_size)
         return Config(arch, name, kwargs, recipe.image_size)
+    if name == "paper":
+        kwargs = PAPER[arch]
+        kwargs = dict(ARCHITECTURES[arch].configs()[kwargs] if isinstance(kwargs, str) else kwargs)
+        kwargs.setdefault("num_classes", 1000)
+        return Config(arch, name, dict(kwargs, channels=3), _image_size(arch, kwargs))
     if name == "b16":
         if arch != "vit":
             return None

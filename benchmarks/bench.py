@@ -45,7 +45,7 @@ from train import TrainState, dropout_key, train_step  # examples/train.py
 #: dense bfloat16 peak of the GPUs this was run on (TFLOP/s, without sparsity), for MFU
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
-DEFAULT_BATCH = {"small": 32, "readme": 4, "b16": 32}
+DEFAULT_BATCH = {"small": 32, "readme": 4, "paper": 8, "b16": 32}
 
 
 @dataclasses.dataclass

@@ -6,19 +6,30 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from architectures import ARCHITECTURES, CONFIG_NAMES, config
+from architectures import ARCHITECTURES, CONFIG_NAMES, PAPER, config
 from bench import compile_timed, main, markdown, measure
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_small_and_readme_configurations_build(arch):
-    for name in ("small", "readme"):
+def test_small_readme_and_paper_configurations_build(arch):
+    for name in ("small", "readme", "paper"):
         cfg = config(arch, name)
         model = cfg.flax_model()
         images = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
         variables = jax.eval_shape(model.init, jax.random.key(0), images)
         logits = jax.eval_shape(model.apply, variables, images)
         assert logits.shape == (1, cfg.kwargs["num_classes"]), (arch, name)
+
+
+def test_paper_configurations_are_the_named_paper_sizes():
+    assert set(PAPER) == set(ARCHITECTURES)
+    vit = config("vit", "paper")
+    assert (vit.kwargs["dim"], vit.kwargs["depth"], vit.kwargs["heads"], vit.image_size) == (384, 12, 6, 224)
+    assert config("cait", "paper").kwargs["depth"] == 24 and config("levit", "paper").image_size == 224
+    tiny_imagenet = config("vit-small-datasets", "paper")  # the paper's own data: 200 classes, 64 px
+    assert (tiny_imagenet.kwargs["num_classes"], tiny_imagenet.image_size) == (200, 64)
+    others = [config(arch, "paper") for arch in ARCHITECTURES if arch != "vit-small-datasets"]
+    assert all(c.kwargs["num_classes"] == 1000 and c.image_size >= 224 for c in others)
 
 
 def test_b16_is_vit_only_and_unknown_names_are_refused():

@@ -21,6 +21,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
                   dropout=0.1, emb_dropout=0.1),
     # Dosovitskiy et al., "An Image is Worth 16x16 Words" (ICLR 2021), Table 1: ViT-Base,
     # -Large and -Huge with the patch sizes the paper trains them with, at 224 x 224
+    # Touvron et al., "Training data-efficient image transformers" (ICML 2021): ViT-S/16 (DeiT-S)
+    "vit_s16": _paper(16, 384, 12, 6, 1536),
     "vit_b16": _paper(16, 768, 12, 12, 3072),
     "vit_b32": _paper(32, 768, 12, 12, 3072),
     "vit_l16": _paper(16, 1024, 24, 16, 4096),
