@@ -449,9 +449,10 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def examples(session: nox.Session) -> None:
     """The training program's tests (data, one step per architecture, checkpoints, resume,
-    eight simulated devices) and the benchmark runner's (every configuration builds; the
-    JAX side runs and writes its JSON and table)."""
-    _install_examples(session, "pytest>=8", "pytest-xdist>=3")
+    eight simulated devices, fine-tuning a pretrained preset from a timm checkpoint) and the
+    benchmark runner's (every configuration builds; the JAX side runs and writes its JSON
+    and table)."""
+    _install_examples(session, "pytest>=8", "pytest-xdist>=3", TORCH, TORCHVISION, TIMM, env=_pip_find_links())
     _pytest(session, str(ROOT / "examples" / "tests"), str(ROOT / "benchmarks" / "tests"))
 
 
