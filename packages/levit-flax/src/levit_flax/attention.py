@@ -13,6 +13,10 @@ from levit_flax.conv_norm import ConvNorm
 from vit_layers_flax import Layer, apply_attention, gelu
 from vit_layers_flax.typing import Array
 
+#: the activations before the attention's output projection: vit-pytorch's GELU (torch's erf
+#: form), timm's Hardswish
+ACTIVATIONS = {"gelu": gelu, "hard_swish": nn.hard_swish}
+
 
 def attention_bias_indices(fmap_size: int, downsample: bool = False) -> np.ndarray:
     """Row of the bias table each (query, key) pair reads, as the reference's ``pos_indices``.
@@ -41,6 +45,13 @@ class ConvNormAttention(Layer):
     (as the reference), gathered from the ``(f * f, heads)`` table ``pos_bias`` with
     :func:`attention_bias_indices`; softmax in float32. The output is GELU, then ``to_out``
     (a 1x1 convolution with bias and a BatchNorm whose scale starts at zero), then dropout.
+
+    timm's attention (the same function with its options): ``bias_over_scale=False`` adds
+    the bias as it is, ``activation="hard_swish"`` before ``to_out``, ``out_bias=False`` (its
+    ``LinearNorm``); ``zero_init_out=False`` starts ``to_out``'s norm at one (timm's
+    downsampling attention). timm's fused ``qkv`` (and ``kv``) projection is per head
+    ``[q, k, v]``; a BatchNorm is per channel, so it splits exactly into ``to_q``, ``to_k``
+    and ``to_v`` (the converter does it).
     """
 
     dim_out: int
@@ -50,6 +61,10 @@ class ConvNormAttention(Layer):
     dim_value: int = 64
     dropout: float = 0.0
     downsample: bool = False
+    bias_over_scale: bool = True
+    activation: str = "gelu"
+    out_bias: bool = True
+    zero_init_out: bool = True
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:
@@ -80,12 +95,13 @@ class ConvNormAttention(Layer):
         bias = rearrange(bias, "i j h -> h i j").astype(jnp.float32)
 
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-        weights = jax.nn.softmax(logits + bias / scale, axis=-1)
+        weights = jax.nn.softmax(logits + (bias / scale if self.bias_over_scale else bias), axis=-1)
         weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
         out = rearrange(apply_attention(weights, v), "b (x y) h d -> b x y (h d)", x=q_rows)
 
-        out = gelu(out)
-        out = ConvNorm(self.dim_out, use_bias=True, zero_init_norm=True, name="to_out", **dtypes)(
-            out, train=train
+        out = ACTIVATIONS[self.activation](out)
+        to_out = ConvNorm(
+            self.dim_out, use_bias=self.out_bias, zero_init_norm=self.zero_init_out, name="to_out", **dtypes
         )
+        out = to_out(out, train=train)
         return nn.Dropout(self.dropout)(out, deterministic=not train)

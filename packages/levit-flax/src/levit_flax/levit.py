@@ -9,8 +9,11 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from levit_flax.stage import Stage
+from levit_flax.attention import ACTIVATIONS
+from levit_flax.conv_norm import ConvNorm
+from levit_flax.stage import BLOCK_OPTIONS, Stage
 from vit_layers_flax import (
+    BatchNorm,
     Conv,
     Dense,
     FeatureInfo,
@@ -22,9 +25,12 @@ from vit_layers_flax import (
 )
 from vit_layers_flax.typing import Array
 
-#: the convolutional stem: four 3x3 convolutions of stride 2 (no activation between them)
+#: the convolutional stem: four 3x3 convolutions of stride 2 (no activation between them in
+#: vit-pytorch's), the first three of these widths (vit-pytorch's; timm's: the first stage's
+#: width over 8, 4 and 2), the last of the first stage's
 STEM_WIDTHS = (32, 64, 128)
 STEM_STRIDE = 2**4
+#: the default input channels
 CHANNELS = 3
 
 
@@ -39,14 +45,16 @@ def per_stage(value: int | Sequence[int], stages: int) -> tuple[int, ...]:
 
 class StageLayout(NamedTuple):
     """One stage of a :class:`LeViT` (``stages_{i}``, a :class:`~levit_flax.Stage`): its width,
-    map side, blocks and heads, and the width its downsampling block widens the map to
-    (``None`` for the last stage, which has none)."""
+    map side, blocks and heads, the width its downsampling block widens the map to (``None``
+    for the last stage, which has none) and that block's heads (``None``: twice the stage's,
+    vit-pytorch's; set by ``LeViT.downsample_heads``)."""
 
     dim: int
     fmap_size: int
     depth: int
     heads: int
     dim_out: int | None
+    downsample_heads: int | None = None
 
 
 class LeViT(ImageClassifier):
@@ -60,6 +68,26 @@ class LeViT(ImageClassifier):
     each stage's map after its blocks, before its downsampling block. ``dim``, ``depth`` and
     ``heads`` take an int or at most ``stages`` values (padded with the last, as the
     reference); ``dim_key``/``dim_value``: per-head widths of queries and keys / values.
+
+    The defaults are vit-pytorch's architecture; these options give timm's ``Levit`` (the
+    original LeViT's, :data:`levit_flax.TIMM_ARCHITECTURE`): ``channels`` (input channels, 3);
+    ``stem_widths`` (the first three stem convolutions' widths, ``(32, 64, 128)``);
+    ``stem_norm`` (``False``; ``True``: bias-free stem convolutions each followed by a
+    BatchNorm, Hardswish between them, ``conv_embedding_{i}/conv`` and ``/norm``);
+    ``bias_over_scale`` (``True``: the attention bias is divided by the logits' scale
+    ``dim_key ** -0.5``, vit-pytorch's; ``False``: added as it is); ``attention_activation``
+    (``"gelu"``, or ``"hard_swish"``: before the attention's output projection);
+    ``attention_out_bias`` (``True``: that projection's convolution has a bias);
+    ``mlp_norm`` (``False``; ``True``: the feed-forward's convolutions are bias-free, each
+    followed by a BatchNorm); ``downsample_heads`` (``None``: twice each stage's heads; an
+    int or per-stage values, the last stage's unused) and ``downsample_dim_value`` (``None``:
+    ``dim_value``) for the downsampling blocks; ``drop_path`` (0: stochastic depth on every
+    residual branch in training, one rate for all blocks as timm's ``drop_path_rate``);
+    ``head_norm`` (``False``; ``True``: a BatchNorm on the pooled features before each head,
+    ``mlp_head_norm`` and ``distill_head_norm``, timm's ``NormLinear``); ``distilled``
+    (``False``; ``True``: a second head ``distill_head`` of ``num_classes``, the logits the mean
+    of both heads', timm's ``LevitDistilled``; ``num_distill_classes`` instead returns both,
+    vit-pytorch's).
     """
 
     image_size: int
@@ -73,14 +101,28 @@ class LeViT(ImageClassifier):
     dim_value: int = 64
     dropout: float = 0.0
     num_distill_classes: int | None = None
+    channels: int = CHANNELS
+    stem_widths: tuple[int, ...] = STEM_WIDTHS
+    stem_norm: bool = False
+    bias_over_scale: bool = True
+    attention_activation: str = "gelu"
+    attention_out_bias: bool = True
+    mlp_norm: bool = False
+    downsample_heads: int | tuple[int, ...] | None = None
+    downsample_dim_value: int | None = None
+    drop_path: float = 0.0
+    head_norm: bool = False
+    distilled: bool = False
 
     def __post_init__(self):
         check_config(
             isinstance(self.stages, int) and self.stages > 0,
             f"LeViT: stages must be a positive int, received {self.stages!r}",
         )
-        for name in ("dim", "depth", "heads"):
+        for name in ("dim", "depth", "heads", "downsample_heads"):
             value = getattr(self, name)
+            if value is None:  # downsample_heads: twice each stage's heads
+                continue
             values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
             check_config(
                 0 < len(values) <= self.stages,
@@ -109,6 +151,36 @@ class LeViT(ImageClassifier):
             f"LeViT: num_distill_classes must be None or positive, received {self.num_distill_classes!r}",
         )
         check_config(0.0 <= self.dropout < 1.0, f"LeViT: dropout must be in [0, 1), received {self.dropout}")
+        check_config(
+            0.0 <= self.drop_path < 1.0, f"LeViT: drop_path must be in [0, 1), received {self.drop_path}"
+        )
+        check_config(
+            isinstance(self.channels, int) and self.channels > 0,
+            f"LeViT: channels must be a positive int, received {self.channels!r}",
+        )
+        check_config(
+            isinstance(self.stem_widths, tuple)
+            and len(self.stem_widths) == len(STEM_WIDTHS)
+            and all(isinstance(w, int) and w > 0 for w in self.stem_widths),
+            f"LeViT: stem_widths must be {len(STEM_WIDTHS)} positive ints (the stem's first convolutions), "
+            f"received {self.stem_widths!r}",
+        )
+        check_config(
+            self.attention_activation in ACTIVATIONS,
+            f"LeViT: attention_activation must be one of {sorted(ACTIVATIONS)}, "
+            f"received {self.attention_activation!r}",
+        )
+        check_config(
+            self.downsample_dim_value is None
+            or (isinstance(self.downsample_dim_value, int) and self.downsample_dim_value > 0),
+            f"LeViT: downsample_dim_value must be None or a positive int, received {self.downsample_dim_value!r}",
+        )
+        check_config(
+            not (self.distilled and self.num_distill_classes is not None),
+            "LeViT: distilled (timm's distillation head of num_classes, averaged with the head) and "
+            "num_distill_classes (vit-pytorch's, returned beside the logits) exclude each other, "
+            f"received distilled=True, num_distill_classes={self.num_distill_classes}",
+        )
         super().__post_init__()
 
     @property
@@ -116,10 +188,16 @@ class LeViT(ImageClassifier):
         """The stages in order: per-stage values padded to ``stages``, the map side halved
         (rounding up) by each downsampling block, which widens to the next stage's ``dim``."""
         dims, depths, heads = (per_stage(v, self.stages) for v in (self.dim, self.depth, self.heads))
+        down_heads = (None,) * self.stages
+        if self.downsample_heads is not None:
+            down_heads = per_stage(self.downsample_heads, self.stages)
         fmap_size, layout = self.image_size // STEM_STRIDE, []
         for i in range(self.stages):
-            dim_out = dims[i + 1] if i < self.stages - 1 else None
-            layout.append(StageLayout(dims[i], fmap_size, depths[i], heads[i], dim_out))
+            last = i == self.stages - 1
+            dim_out = None if last else dims[i + 1]
+            layout.append(
+                StageLayout(dims[i], fmap_size, depths[i], heads[i], dim_out, None if last else down_heads[i])
+            )
             fmap_size = ceil(fmap_size / 2)
         return tuple(layout)
 
@@ -146,13 +224,19 @@ class LeViT(ImageClassifier):
         self, img: Array, *, train: bool = False, pre_logits: bool = False, return_features: bool = False
     ) -> Any:
         size = (self.image_size, self.image_size)
-        check_images(img, channels=CHANNELS, image_size=size, name="LeViT")
+        check_images(img, channels=self.channels, image_size=size, name="LeViT")
         dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         layout = self.stage_layout
 
         x = img
-        for i, width in enumerate((*STEM_WIDTHS, layout[0].dim)):
-            x = Conv(width, 3, strides=2, padding=1, name=f"conv_embedding_{i}", **dtypes)(x)
+        for i, width in enumerate((*self.stem_widths, layout[0].dim)):
+            name = f"conv_embedding_{i}"
+            if not self.stem_norm:
+                x = Conv(width, 3, strides=2, padding=1, name=name, **dtypes)(x)
+                continue
+            if i:
+                x = nn.hard_swish(x)
+            x = ConvNorm(width, strides=2, kernel_size=3, padding=1, name=name, **dtypes)(x, train=train)
 
         features = []
         for i, stage in enumerate(layout):
@@ -162,6 +246,8 @@ class LeViT(ImageClassifier):
                 dim_value=self.dim_value,
                 mlp_mult=self.mlp_mult,
                 dropout=self.dropout,
+                downsample_dim_value=self.downsample_dim_value,
+                **{name: getattr(self, name) for name in BLOCK_OPTIONS},
                 remat=self.remat,
                 scan=self.scan,
                 name=f"stages_{i}",
@@ -174,7 +260,16 @@ class LeViT(ImageClassifier):
             return self.select_features(features)
 
         x = jnp.mean(x, axis=(1, 2))  # AdaptiveAvgPool2d(1)
-        out = self.classify(x, pre_logits=pre_logits, name="mlp_head")
-        if pre_logits or not self.num_classes or self.num_distill_classes is None:
-            return out  # the pooled features both heads read, or the logits
-        return out, Dense(self.num_distill_classes, name="distill_head", **dtypes)(x)
+        if pre_logits or not self.num_classes:
+            return x  # the pooled features the heads read
+
+        def head(name: str, classes: int) -> Array:
+            y = BatchNorm(name=f"{name}_norm", **dtypes)(x, train=train) if self.head_norm else x
+            return Dense(classes, name=name, **dtypes)(y)
+
+        out = head("mlp_head", self.num_classes)
+        if self.distilled:
+            return (out + head("distill_head", self.num_classes)) / 2
+        if self.num_distill_classes is None:
+            return out
+        return out, head("distill_head", self.num_distill_classes)
