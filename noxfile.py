@@ -70,6 +70,10 @@ MIN_VERSIONS = [
     "optax==0.2.3",  # the contract suite's (the ``testing`` extra)
 ]
 
+#: the test runner. pytest 9.2 breaks pytest-xdist 3.8's ``--dist loadgroup`` (every test is
+#: scheduled alone, so both workers compile the same model case); 9.1 keeps the groups.
+PYTEST = ["pytest>=8,<9.2", "pytest-xdist>=3"]
+
 #: pytest-xdist on the CPU: a test file's time is mostly XLA compiles, which run on one
 #: thread each, so one worker per core (up to four) runs the model cases side by side. The
 #: contract suite groups each case's tests (``--dist loadgroup``), so a model compiles once.
@@ -145,9 +149,7 @@ def _pip_find_links() -> dict[str, str]:
 
 def _install_dist(session: nox.Session, dist: str, *extra: str, **kwargs) -> None:
     """Install a distribution from source with the shared package and pytest."""
-    session.install(
-        f"{ROOT / 'shared'}[safetensors,testing]", str(DISTS[dist]), "pytest-xdist>=3", *extra, **kwargs
-    )
+    session.install(f"{ROOT / 'shared'}[safetensors,testing]", str(DISTS[dist]), *PYTEST, *extra, **kwargs)
 
 
 def _tests_dir(dist: str) -> str:
@@ -195,8 +197,7 @@ def suite(session: nox.Session) -> None:
         *(str(DISTS[d]) for d in MODELS),
         "-r",
         str(ROOT / "examples" / "requirements.txt"),
-        "pytest>=8",
-        "pytest-xdist>=3",
+        *PYTEST,
         TORCH,
         TORCHVISION,
         TIMM,
@@ -221,8 +222,7 @@ def pretrained_parity(session: nox.Session) -> None:
     session.install(
         f"{ROOT / 'shared'}[safetensors,testing]",
         *(str(DISTS[d]) for d in MODELS),
-        "pytest>=8",
-        "pytest-xdist>=3",
+        *PYTEST,
         TORCH,
         TORCHVISION,
         TIMM,
@@ -452,7 +452,7 @@ def examples(session: nox.Session) -> None:
     eight simulated devices, fine-tuning a pretrained preset from a timm checkpoint) and the
     benchmark runner's (every configuration builds; the JAX side runs and writes its JSON
     and table)."""
-    _install_examples(session, "pytest>=8", "pytest-xdist>=3", TORCH, TORCHVISION, TIMM, env=_pip_find_links())
+    _install_examples(session, *PYTEST, TORCH, TORCHVISION, TIMM, env=_pip_find_links())
     _pytest(session, str(ROOT / "examples" / "tests"), str(ROOT / "benchmarks" / "tests"))
 
 

@@ -38,7 +38,9 @@ def offline_hub(cache: str | Path, monkeypatch, weights: Mapping[str, Mapping[st
         else:
             import torch
 
-            torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, snapshot / config.filename)
+            torch.save(
+                {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, snapshot / config.filename
+            )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
