@@ -154,7 +154,8 @@ class PresetRecipe:
         """The default square size, small enough for a CPU: the smallest size the model takes
         that is at least 28 pixels and, where the configuration fixes the size (a position
         embedding: ViT, DeiT, CaiT ...), two patches wide and a multiple of the patch size (patch
-        16: 32, 32: 64, 14: 28, 8: 32); the preset's own size where no smaller one fits."""
+        16: 32, 32: 64, 14: 28, 8: 32), or at least 32 where it fixes the size otherwise
+        (LeViT: 32, CrossViT: 120); the preset's own size where no smaller one fits."""
         preset = self.preset
         sizes = preset.build().input_sizes()
         patch = preset.config.get("patch_size")
@@ -164,8 +165,8 @@ class PresetRecipe:
             patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
             step = math.lcm(*patch)
             candidates, need = range(step, sizes.minimum, step), max(2 * max(patch), 28)
-        else:
-            candidates, need = (), 0
+        else:  # a fixed size set otherwise (LeViT's attention biases, CrossViT's two grids)
+            candidates, need = range(32, sizes.minimum, 8), 32
         return next(
             (size for size in candidates if size >= need and self._takes(size) is None), sizes.minimum
         )

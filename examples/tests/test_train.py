@@ -352,6 +352,23 @@ def test_a_pretrained_preset_fine_tunes_from_its_weights_and_resumes_without_the
     assert params["mlp_head"]["kernel"].shape == (192, 3)
 
 
+def test_every_preset_has_a_cpu_sized_default_it_takes():
+    """Each registered preset's default fine-tuning size is one its model takes, at most the
+    preset's own: two patches for the fixed-size ViTs, 32 for LeViT, 120 for CrossViT."""
+    from vit_layers_flax import list_models, pretrained_config
+
+    sizes = {}
+    for name in list_models():
+        recipe = get_recipe(name)
+        sizes[name] = recipe.image_size
+        assert recipe._takes(sizes[name]) is None, name
+        assert 28 <= sizes[name] <= max(pretrained_config(name).input_size), name
+    expected = {"vit_tiny_patch16_224": 32, "levit_128s": 32, "crossvit_tiny_240": 120, "cvt_13": 28}
+    assert {name: sizes[name] for name in expected if name in sizes} == {
+        name: size for name, size in expected.items() if name in sizes
+    }
+
+
 def test_digits_normalised_with_pretrained_statistics_are_rgb():
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     data = load_digits_dataset(16, normalize=(mean, std))
