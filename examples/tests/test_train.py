@@ -284,7 +284,9 @@ def _sharded_losses(arch: str, devices: int) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize("arch", ["vit", "cvt"])  # cvt: BatchNorm statistics over the whole sharded batch
+# CvT: the sharded step, dropout and AdamW as any model, plus BatchNorm statistics over the
+# whole sharded batch
+@pytest.mark.parametrize("arch", ["cvt"])
 def test_eight_simulated_devices_give_the_single_device_losses(arch):
     one, eight = _sharded_losses(arch, 1), _sharded_losses(arch, 8)
     assert (one["devices"], eight["devices"]) == (1, 8)
